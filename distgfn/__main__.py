@@ -1,0 +1,5 @@
+import sys
+
+from distgfn.cli import main
+
+sys.exit(main())

@@ -1,0 +1,81 @@
+"""Training batches: flat numpy arrays built on the sampling side, stacked by the learner.
+
+One row per visited state, trajectory by trajectory (s_0 .. s_n of each). The network runs
+once per distinct state: `feats` holds each distinct featurized state once (visited states
+and parents overlap heavily, so this halves the learner's work on HyperGrid), and `row` /
+`parent_row` index into it. Fields:
+
+    log_reward   (B,)       beta * log R(x) of each trajectory's object
+    feats        (U, ...)   distinct featurized states (visited ones and their parents)
+    row          (N,)       the state's row in feats
+    masks        (N, A)     valid actions (all False on terminal states)
+    action       (N,)       action taken from the state, -1 on the last one
+    traj         (N,)       trajectory of the row
+    first        (N,)       the row is s_0
+    terminal     (N,)       the row is the terminal state
+    n_parents    (N,)       number of (parent, action) pairs into the state (0 for s_0)
+  with parents (flow matching only):
+    parent_row   (P,)       row in feats of every parent of every non-initial state
+    parent_action (P,)      the action from that parent
+    parent_of    (P,)       the row it leads to
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from distgfn.sampling import Trajectories
+
+# Index fields and the count their values are offsets into, for stacking batches.
+INDEX_FIELDS = {"traj": "log_reward", "row": "feats", "parent_row": "feats", "parent_of": "row"}
+
+
+def build_batch(env, trajs: Trajectories, log_reward: np.ndarray, with_parents: bool) -> dict[str, np.ndarray]:
+    steps = np.arange(trajs.states.shape[1])
+    keep = steps[None, :] <= trajs.lengths[:, None]
+    states = trajs.states[keep]
+    action = np.concatenate([trajs.actions, np.full((len(trajs.lengths), 1), -1)], axis=1)[keep]
+    traj = np.nonzero(keep)[0]
+    parents, parent_action, parent_of = env.parents(states)
+    featurized = [env.featurize(states)] + ([env.featurize(parents)] if with_parents else [])
+    feats, rows = unique_rows(np.concatenate(featurized))
+    batch = {
+        "log_reward": np.asarray(log_reward, dtype=np.float32),
+        "feats": feats,
+        "row": rows[: len(states)],
+        "masks": env.masks(states),
+        "action": action,
+        "traj": traj,
+        "first": steps[np.nonzero(keep)[1]] == 0,
+        "terminal": env.is_terminal(states),
+        "n_parents": np.bincount(parent_of, minlength=len(states)),
+    }
+    if with_parents:
+        batch.update(parent_row=rows[len(states) :], parent_action=parent_action, parent_of=parent_of)
+    return batch
+
+
+def unique_rows(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct rows of a, index of each row of a among them)."""
+    a = np.ascontiguousarray(a.reshape(len(a), -1))
+    as_bytes = a.view(np.dtype((np.void, a.dtype.itemsize * a.shape[1]))).ravel()
+    _, first, inverse = np.unique(as_bytes, return_index=True, return_inverse=True)
+    return a[first], inverse.ravel()
+
+
+def stack_batches(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Concatenates batches, shifting index fields so they point into the stacked arrays."""
+    out = {}
+    for name in batches[0]:
+        parts = [b[name] for b in batches]
+        if name in INDEX_FIELDS:
+            sizes = [len(b[INDEX_FIELDS[name]]) for b in batches]
+            starts = np.cumsum([0] + sizes[:-1])
+            parts = [p + s for p, s in zip(parts, starts)]
+        out[name] = np.concatenate(parts)
+    return out
+
+
+def to_torch(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device, non_blocking=True) for k, v in batch.items()}

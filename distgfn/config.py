@@ -1,0 +1,212 @@
+"""Typed, validated run configuration.
+
+A config is YAML with the nested sections below; every key has a default, so a file only
+states what differs. `--set a.b=c` overrides apply on top (the value is parsed as YAML).
+Unknown keys, wrong types and out-of-range values raise `ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the key."""
+
+
+@dataclass
+class EnvConfig:
+    name: Literal["hypergrid"] = "hypergrid"
+    ndim: int = 2
+    height: int = 8
+    # The original paper code ends an episode when any coordinate reaches height - 1.
+    terminate_at_edge: bool = False
+
+
+@dataclass
+class RewardConfig:
+    name: Literal["hypergrid"] = "hypergrid"
+    r0: float = 0.1
+    r1: float = 0.5
+    r2: float = 2.0
+    # The policy is trained towards R(x) ** beta.
+    beta: float = 1.0
+
+
+@dataclass
+class ObjectiveConfig:
+    name: Literal["fm", "tb", "db"] = "fm"
+    # FM: added inside both logs of the flow-matching loss.
+    eps: float = 2.5e-5
+    # FM: weight of terminal states' terms against interior ones.
+    leaf_coef: float = 1.0
+    # TB: learning rate of log Z (it wants a larger one than the network).
+    logz_lr: float = 0.1
+
+
+@dataclass
+class ModelConfig:
+    hidden: int = 256
+    layers: int = 2
+
+
+@dataclass
+class SamplerConfig:
+    batch_size: int = 16
+    # Probability of a uniformly random valid action at each step.
+    epsilon: float = 0.0
+    temperature: float = 1.0
+
+
+@dataclass
+class LearnerConfig:
+    steps: int = 1000
+    lr: float = 1e-3
+    device: str = "auto"
+
+
+@dataclass
+class EvalConfig:
+    # Learner updates between exact evaluations (0: only at the end); a multiple of log.every.
+    every: int = 100
+    # Sampled objects kept for l1_empirical.
+    empirical_window: int = 200_000
+
+
+@dataclass
+class LogConfig:
+    # Learner updates between metrics rows.
+    every: int = 50
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    runtime: Literal["serial"] = "serial"
+    env: EnvConfig = field(default_factory=EnvConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+# (key, test, what must hold) for values whose type alone does not make them valid.
+RANGES = [
+    ("env.ndim", lambda v: v >= 1, ">= 1"),
+    ("env.height", lambda v: v >= 2, ">= 2"),
+    ("reward.r0", lambda v: v > 0, "> 0 (every cell needs a positive reward)"),
+    ("reward.r1", lambda v: v >= 0, ">= 0"),
+    ("reward.r2", lambda v: v >= 0, ">= 0"),
+    ("reward.beta", lambda v: v > 0, "> 0"),
+    ("objective.eps", lambda v: v >= 0, ">= 0"),
+    ("objective.leaf_coef", lambda v: v > 0, "> 0"),
+    ("objective.logz_lr", lambda v: v > 0, "> 0"),
+    ("model.hidden", lambda v: v >= 1, ">= 1"),
+    ("model.layers", lambda v: v >= 1, ">= 1"),
+    ("sampler.batch_size", lambda v: v >= 1, ">= 1"),
+    ("sampler.epsilon", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("sampler.temperature", lambda v: v > 0, "> 0"),
+    ("learner.steps", lambda v: v >= 1, ">= 1"),
+    ("learner.lr", lambda v: v > 0, "> 0"),
+    ("learner.device", lambda v: v == "auto" or v == "cpu" or v.startswith("cuda"), "auto, cpu or cuda[:N]"),
+    ("eval.every", lambda v: v >= 0, ">= 0"),
+    ("eval.empirical_window", lambda v: v >= 1, ">= 1"),
+    ("log.every", lambda v: v >= 1, ">= 1"),
+]
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Reads a YAML file (or the defaults when path is None) and applies `a.b=value` overrides."""
+    raw: dict = {}
+    if path is not None:
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"cannot read config {path}: {e}") from e
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config {path}: top level must be a mapping of sections")
+    for item in overrides:
+        apply_override(raw, item)
+    return from_dict(raw)
+
+
+def apply_override(raw: dict, item: str) -> None:
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {item!r} must look like key=value")
+    *sections, leaf = key.strip().split(".")
+    node = raw
+    for name in sections:
+        node = node.setdefault(name, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {item!r}: {name} is not a section")
+    node[leaf] = yaml.safe_load(text) if text.strip() else ""
+
+
+def from_dict(raw: dict) -> Config:
+    cfg = build_section(Config, raw, "")
+    for key, ok, rule in RANGES:
+        value = get_key(cfg, key)
+        if not ok(value):
+            raise ConfigError(f"{key} must be {rule}; got {value!r}")
+    if cfg.eval.every % cfg.log.every:
+        raise ConfigError(f"eval.every ({cfg.eval.every}) must be a multiple of log.every ({cfg.log.every})")
+    return cfg
+
+
+def build_section(cls, raw: Any, prefix: str):
+    where = prefix.rstrip(".") or "config"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a mapping; got {type(raw).__name__} {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in raw:
+        if key not in fields:
+            raise ConfigError(f"unknown key {prefix}{key!r} (known in {where}: {', '.join(fields)})")
+    values = {name: coerce(hints[name], raw[name], prefix + name) for name in fields if name in raw}
+    return cls(**values)
+
+
+def coerce(hint, value: Any, key: str):
+    if dataclasses.is_dataclass(hint):
+        return build_section(hint, value, key + ".")
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        if value not in typing.get_args(hint):
+            choices = ", ".join(map(str, typing.get_args(hint)))
+            raise ConfigError(f"{key} must be one of {choices}; got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(hint):
+            return None
+        (hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, bool) or not isinstance(value, hint):
+        raise ConfigError(f"{key} must be {hint.__name__}; got {type(value).__name__} {value!r}")
+    return value
+
+
+def get_key(cfg: Config, key: str):
+    node = cfg
+    for name in key.split("."):
+        node = getattr(node, name)
+    return node
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

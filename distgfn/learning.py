@@ -1,0 +1,47 @@
+"""The learner role: owns the model and optimizer, runs objective updates, serves weights."""
+
+from __future__ import annotations
+
+import torch
+
+from distgfn.batch import to_torch
+from distgfn.config import Config
+from distgfn.envs import make_env
+from distgfn.models import get_weights, make_model, pick_device
+from distgfn.objectives import OBJECTIVES
+from distgfn.objectives.common import masked_logits
+
+
+class Learner:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.device = pick_device(cfg.learner.device)
+        self.env = make_env(cfg.env)
+        self.model = make_model(cfg.model, self.env).to(self.device)
+        body = [p for name, p in self.model.named_parameters() if name != "log_z"]
+        self.optimizer = torch.optim.Adam(
+            [{"params": body}, {"params": [self.model.log_z], "lr": cfg.objective.logz_lr}], lr=cfg.learner.lr
+        )
+        self.objective = OBJECTIVES[cfg.objective.name]
+        self.step = 0
+
+    def update(self, batch) -> float:
+        o = self.cfg.objective
+        loss = self.objective.loss(self.model, to_torch(batch, self.device), eps=o.eps, leaf_coef=o.leaf_coef)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{o.name} loss is {loss.item()} at learner step {self.step}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        return loss.item()
+
+    def weights(self):
+        return self.step, get_weights(self.model)
+
+    def log_policy(self, states):
+        """log pi(a|s) of the learned policy (T = 1, no exploration), -inf on invalid actions."""
+        with torch.no_grad():
+            out = self.model(torch.from_numpy(self.env.featurize(states)).to(self.device))
+            masks = torch.from_numpy(self.env.masks(states)).to(self.device)
+            return torch.log_softmax(masked_logits(out, masks), dim=1).cpu().numpy()

@@ -1,0 +1,51 @@
+"""metrics.jsonl writing and the terminal progress line."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+
+class MetricsLog:
+    """Appends one JSON object per row and flushes it, so a crash loses at most the row in flight."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.file = open(path, "a", encoding="utf-8")
+
+    def write(self, row: dict) -> None:
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def read_metrics(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def progress_line(row: dict, total_steps: int) -> str:
+    parts = [
+        f"step {row['step']}/{total_steps}",
+        f"traj {row['trajectories']}",
+        f"{row['traj_per_s']:.0f} traj/s",
+        f"loss {row['loss']:.4g}",
+    ]
+    for key in ("l1_exact", "l1_empirical"):
+        if key in row:
+            parts.append(f"{key} {row[key]:.4f}")
+    if "modes_found" in row:
+        parts.append(f"modes {row['modes_found']}/{row['modes_total']}")
+    parts.append(f"{row['wall_s']:.0f}s")
+    return " | ".join(parts)
+
+
+def print_progress(row: dict, total_steps: int, stream=sys.stderr) -> None:
+    print(progress_line(row, total_steps), file=stream, flush=True)
+
+
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else math.nan

@@ -1,0 +1,61 @@
+"""Policy networks.
+
+A model maps featurized states to `n_actions + 1` numbers per state: the first n_actions are
+log edge flows Qlog(s, a) for flow matching, or forward-policy logits for TB/DB (the policy is
+softmax over valid actions either way); the last is log F(s), the state flow DB needs. TB's
+log Z is the scalar parameter `log_z`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from distgfn.config import ModelConfig
+
+
+class GridMLP(nn.Module):
+    """MLP over one-hot coordinates of a HyperGrid cell.
+
+    The first layer is an embedding sum, which is exactly a Linear layer on the concatenated
+    one-hot vectors but skips building them.
+    """
+
+    def __init__(self, ndim: int, height: int, n_actions: int, hidden: int = 256, layers: int = 2):
+        super().__init__()
+        self.embed = nn.Embedding(ndim * height, hidden)
+        self.bias = nn.Parameter(torch.zeros(hidden))
+        self.register_buffer("offsets", torch.arange(ndim) * height, persistent=False)
+        body: list[nn.Module] = [nn.LeakyReLU()]
+        for _ in range(layers - 1):
+            body += [nn.Linear(hidden, hidden), nn.LeakyReLU()]
+        body.append(nn.Linear(hidden, n_actions + 1))
+        self.body = nn.Sequential(*body)
+        self.log_z = nn.Parameter(torch.zeros(()))
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        h = self.embed(coords + self.offsets).sum(dim=1) + self.bias
+        return self.body(h)
+
+
+def make_model(cfg: ModelConfig, env) -> nn.Module:
+    return GridMLP(env.ndim, env.height, env.n_actions, cfg.hidden, cfg.layers)
+
+
+def pick_device(name: str) -> torch.device:
+    """`auto` is CUDA when a GPU is visible, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"learner.device={name!r} but no CUDA device is available")
+    return torch.device(name)
+
+
+def get_weights(model: nn.Module) -> dict[str, np.ndarray]:
+    """A flat dict of numpy arrays: the wire format for weights (cheap to put in Ray's store)."""
+    return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+
+
+def set_weights(model: nn.Module, weights: dict[str, np.ndarray]) -> None:
+    model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()})

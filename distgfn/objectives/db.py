@@ -1,0 +1,32 @@
+"""Detailed balance (Bengio et al. 2023, arXiv 2111.09266).
+
+For every transition s -> s' of a sampled trajectory:
+
+    L(s, s') = ( log F(s) + log P_F(s' | s) - log F(s') - log P_B(s | s') )^2
+
+where log F(s') is replaced by log R(x) when s' is the terminal state of object x. P_F is
+softmax of the model's logits over valid actions, P_B uniform over parents, log F(s) the
+model's last output. The batch loss is the mean over transitions.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from distgfn.objectives.common import forward_log_probs, uniform_backward_log_probs
+
+NEEDS_PARENTS = False
+
+
+def loss(model, batch: dict[str, torch.Tensor], **_) -> torch.Tensor:
+    out = model(batch["feats"])[batch["row"]]
+    log_flow = out[:, -1]
+    moved = batch["action"] >= 0
+    # Rows are trajectory-ordered, so the state after row i is row i + 1.
+    after = torch.nonzero(moved).squeeze(1) + 1
+    end_flow = torch.where(
+        batch["terminal"][after], batch["log_reward"][batch["traj"][after]], log_flow[after]
+    )
+    lhs = log_flow[moved] + forward_log_probs(out, batch)
+    rhs = end_flow + uniform_backward_log_probs(batch)
+    return (lhs - rhs).pow(2).mean()

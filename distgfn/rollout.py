@@ -1,0 +1,48 @@
+"""The rollout role: sample trajectories with a local policy copy, score them, build batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from distgfn.batch import build_batch
+from distgfn.config import Config
+from distgfn.envs import make_env
+from distgfn.models import make_model, set_weights
+from distgfn.objectives import OBJECTIVES
+from distgfn.rewards import log_rewards, make_reward
+from distgfn.sampling import sample_trajectories, torch_policy
+
+
+@dataclass
+class Rollout:
+    batch: dict[str, np.ndarray]
+    objects: np.ndarray  # the terminal states sampled
+    log_reward: np.ndarray
+    version: int
+
+
+class RolloutWorker:
+    def __init__(self, cfg: Config, seed: int, model=None):
+        """`model` shares a policy with the caller (serial runtime); else the worker owns a copy."""
+        self.cfg = cfg
+        self.env = make_env(cfg.env)
+        self.reward = make_reward(cfg.reward, self.env)
+        self.model = model if model is not None else make_model(cfg.model, self.env)
+        self.policy = torch_policy(self.model, self.env.n_actions)
+        self.with_parents = OBJECTIVES[cfg.objective.name].NEEDS_PARENTS
+        self.rng = np.random.default_rng(seed)
+        self.version = 0
+
+    def set_weights(self, version: int, weights) -> None:
+        set_weights(self.model, weights)
+        self.version = version
+
+    def sample(self) -> Rollout:
+        s = self.cfg.sampler
+        trajs = sample_trajectories(self.env, self.policy, s.batch_size, self.rng, s.epsilon, s.temperature)
+        final = trajs.final
+        log_r = log_rewards(self.reward, final, self.env.keys, self.cfg.reward.beta)
+        batch = build_batch(self.env, trajs, log_r, self.with_parents)
+        return Rollout(batch, final, log_r, self.version)

@@ -1,0 +1,64 @@
+"""Vectorized rollouts: B trajectories advance together, one policy forward per step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Trajectories:
+    # states[b, t] for t <= lengths[b]; later rows repeat the final (terminal) state.
+    states: np.ndarray  # (B, max_steps + 1, width)
+    actions: np.ndarray  # (B, max_steps), -1 after the end
+    lengths: np.ndarray  # (B,) number of actions taken
+
+    @property
+    def final(self) -> np.ndarray:
+        return self.states[np.arange(len(self.lengths)), self.lengths]
+
+
+def sample_actions(logits, masks, rng, epsilon: float = 0.0, temperature: float = 1.0) -> np.ndarray:
+    """Samples from (1 - epsilon) * softmax(logits / T) + epsilon * uniform, over valid actions."""
+    scores = np.where(masks, logits / temperature + rng.gumbel(size=logits.shape), -np.inf)
+    actions = scores.argmax(axis=1)
+    if epsilon > 0:
+        explore = rng.random(len(actions)) < epsilon
+        if explore.any():
+            noise = np.where(masks[explore], rng.random(masks[explore].shape), -1.0)
+            actions[explore] = noise.argmax(axis=1)
+    return actions
+
+
+def sample_trajectories(env, policy, n: int, rng, epsilon: float = 0.0, temperature: float = 1.0) -> Trajectories:
+    """`policy(features) -> logits` (numpy in, numpy out) is called once per step on live states."""
+    state = env.initial_states(n)
+    states = np.empty((n, env.max_steps + 1, state.shape[1]), dtype=state.dtype)
+    actions = np.full((n, env.max_steps), -1, dtype=np.int64)
+    states[:, 0] = state
+    live = np.arange(n)
+    for t in range(env.max_steps):
+        if len(live) == 0:
+            break
+        current = state[live]
+        chosen = sample_actions(policy(env.featurize(current)), env.masks(current), rng, epsilon, temperature)
+        actions[live, t] = chosen
+        state[live] = env.step(current, chosen)
+        states[:, t + 1] = state
+        live = live[~env.is_terminal(state[live])]
+    if len(live):
+        raise RuntimeError(f"{len(live)} trajectories did not terminate within env.max_steps={env.max_steps}")
+    return Trajectories(states, actions, (actions >= 0).sum(axis=1))
+
+
+def torch_policy(model: torch.nn.Module, n_actions: int, device: torch.device = torch.device("cpu")):
+    """Wraps a model as a numpy policy for `sample_trajectories`."""
+
+    def policy(features: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            out = model(torch.from_numpy(features).to(device))
+        return out[:, :n_actions].cpu().numpy()
+
+    return policy

@@ -1,0 +1,87 @@
+"""The serial runtime: every role in one process, on-policy. For debugging and tests without Ray."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from distgfn.config import Config
+from distgfn.evaluation import GridEvaluator
+from distgfn.learning import Learner
+from distgfn.metrics import MetricsLog, mean, print_progress
+from distgfn.rollout import RolloutWorker
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+
+
+def train(cfg: Config, run_dir: Path, progress=print_progress) -> Learner:
+    seed_everything(cfg.seed)
+    learner = Learner(cfg)
+    # On CPU the worker samples with the learner's own model; on a GPU it keeps a CPU copy.
+    shared = learner.device.type == "cpu"
+    worker = RolloutWorker(cfg, seed=cfg.seed, model=learner.model if shared else None)
+    evaluator = GridEvaluator(learner.env, worker.reward, cfg.reward.beta, cfg.eval.empirical_window)
+    log = MetricsLog(run_dir / "metrics.jsonl")
+    clock = Clock()
+    trajectories, losses = 0, []
+    try:
+        while learner.step < cfg.learner.steps:
+            if not shared:
+                worker.set_weights(*learner.weights())
+            rollout = worker.sample()
+            losses.append(learner.update(rollout.batch))
+            trajectories += len(rollout.objects)
+            evaluator.observe(rollout.objects)
+            if learner.step % cfg.log.every == 0 or learner.step == cfg.learner.steps:
+                row = metrics_row(cfg, learner, evaluator, clock, trajectories, losses)
+                log.write(row)
+                progress(row, cfg.learner.steps)
+                losses = []
+    finally:
+        log.close()
+    torch.save(learner.model.state_dict(), run_dir / "model.pt")
+    return learner
+
+
+class Clock:
+    """Wall time, and the training time between rows with evaluation time left out."""
+
+    def __init__(self):
+        self.start = self.mark = time.perf_counter()
+        self.trajectories_at_mark = 0
+
+    def rate(self, trajectories: int) -> float:
+        now = time.perf_counter()
+        rate = (trajectories - self.trajectories_at_mark) / max(now - self.mark, 1e-9)
+        self.mark, self.trajectories_at_mark = now, trajectories
+        return rate
+
+    def restart_interval(self) -> None:
+        self.mark = time.perf_counter()
+
+    def wall(self) -> float:
+        return time.perf_counter() - self.start
+
+
+def metrics_row(cfg, learner, evaluator, clock, trajectories, losses) -> dict:
+    row = {
+        "step": learner.step,
+        "trajectories": trajectories,
+        "wall_s": round(clock.wall(), 3),
+        "loss": mean(losses),
+        "traj_per_s": clock.rate(trajectories),
+        "policy_lag_mean": 0.0,
+        "replay_size": 0,
+    }
+    row.update(evaluator.sampled_metrics())
+    every = cfg.eval.every
+    if (every and learner.step % every == 0) or learner.step == cfg.learner.steps:
+        row.update(evaluator.exact_metrics(learner.log_policy))
+    clock.restart_interval()
+    return row
