@@ -69,6 +69,9 @@ class SamplerConfig:
 class LearnerConfig:
     steps: int = 1000
     lr: float = 1e-3
+    # constant, or cosine: anneal the learning rate to lr * lr_final_ratio over `steps`.
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
+    lr_final_ratio: float = 0.1
     device: str = "auto"
 
 
@@ -118,6 +121,7 @@ RANGES = [
     ("sampler.temperature", lambda v: v > 0, "> 0"),
     ("learner.steps", lambda v: v >= 1, ">= 1"),
     ("learner.lr", lambda v: v > 0, "> 0"),
+    ("learner.lr_final_ratio", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("learner.device", lambda v: v == "auto" or v == "cpu" or v.startswith("cuda"), "auto, cpu or cuda[:N]"),
     ("eval.every", lambda v: v >= 0, ">= 0"),
     ("eval.empirical_window", lambda v: v >= 1, ">= 1"),
@@ -172,7 +176,7 @@ def build_section(cls, raw: Any, prefix: str):
     hints = typing.get_type_hints(cls)
     for key in raw:
         if key not in fields:
-            raise ConfigError(f"unknown key {prefix}{key!r} (known in {where}: {', '.join(fields)})")
+            raise ConfigError(f"unknown key '{prefix}{key}' (known in {where}: {', '.join(fields)})")
     values = {name: coerce(hints[name], raw[name], prefix + name) for name in fields if name in raw}
     return cls(**values)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from distgfn.batch import to_torch
@@ -22,6 +24,7 @@ class Learner:
         self.optimizer = torch.optim.Adam(
             [{"params": body}, {"params": [self.model.log_z], "lr": cfg.objective.logz_lr}], lr=cfg.learner.lr
         )
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: lr_factor(cfg.learner, step))
         self.objective = OBJECTIVES[cfg.objective.name]
         self.step = 0
 
@@ -33,10 +36,12 @@ class Learner:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        self.schedule.step()
         self.step += 1
         return loss.item()
 
     def weights(self):
+        """The policy version is the number of updates applied."""
         return self.step, get_weights(self.model)
 
     def log_policy(self, states):
@@ -44,4 +49,12 @@ class Learner:
         with torch.no_grad():
             out = self.model(torch.from_numpy(self.env.featurize(states)).to(self.device))
             masks = torch.from_numpy(self.env.masks(states)).to(self.device)
-            return torch.log_softmax(masked_logits(out, masks), dim=1).cpu().numpy()
+            return torch.log_softmax(masked_logits(out.double(), masks), dim=1).cpu().numpy()
+
+
+def lr_factor(cfg, step: int) -> float:
+    """Learning-rate multiplier at `step` (LambdaLR applies it to every parameter group)."""
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    progress = min(step / cfg.steps, 1.0)
+    return cfg.lr_final_ratio + (1 - cfg.lr_final_ratio) * 0.5 * (1 + math.cos(math.pi * progress))

@@ -43,8 +43,8 @@ def progress_line(row: dict, total_steps: int) -> str:
     return " | ".join(parts)
 
 
-def print_progress(row: dict, total_steps: int, stream=sys.stderr) -> None:
-    print(progress_line(row, total_steps), file=stream, flush=True)
+def print_progress(row: dict, total_steps: int) -> None:
+    print(progress_line(row, total_steps), file=sys.stderr, flush=True)
 
 
 def mean(values: list[float]) -> float:

@@ -1,0 +1,90 @@
+"""Bad configs and bad rewards give clear errors that name the problem."""
+
+import numpy as np
+import pytest
+
+from distgfn.cli import main
+from distgfn.config import ConfigError, load_config
+from distgfn.envs import HyperGrid
+from distgfn.rewards import RewardError, log_rewards
+
+
+def write(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_unknown_key_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown key 'env.hieght'.*known in env: name, ndim, height"):
+        load_config(write(tmp_path, "env:\n  hieght: 8\n"))
+
+
+def test_unknown_section_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown key 'lerner'"):
+        load_config(write(tmp_path, "lerner:\n  lr: 0.1\n"))
+
+
+def test_wrong_type_names_key_and_value(tmp_path):
+    with pytest.raises(ConfigError, match=r"env.height must be int; got str 'eight'"):
+        load_config(write(tmp_path, "env:\n  height: eight\n"))
+    with pytest.raises(ConfigError, match=r"env.terminate_at_edge must be bool; got int 1"):
+        load_config(None, ["env.terminate_at_edge=1"])
+    with pytest.raises(ConfigError, match=r"learner.steps must be int; got bool True"):
+        load_config(None, ["learner.steps=true"])
+
+
+def test_section_given_a_scalar(tmp_path):
+    with pytest.raises(ConfigError, match=r"env must be a mapping; got int 3"):
+        load_config(write(tmp_path, "env: 3\n"))
+
+
+def test_height_below_two_is_rejected():
+    with pytest.raises(ConfigError, match=r"env.height must be >= 2; got 1"):
+        load_config(None, ["env.height=1"])
+
+
+def test_choice_keys_list_the_choices():
+    with pytest.raises(ConfigError, match=r"objective.name must be one of fm, tb, db; got 'xx'"):
+        load_config(None, ["objective.name=xx"])
+
+
+def test_malformed_override():
+    with pytest.raises(ConfigError, match=r"must look like key=value"):
+        load_config(None, ["learner.lr"])
+
+
+def test_ints_are_accepted_for_floats_and_overrides_apply(tmp_path):
+    cfg = load_config(write(tmp_path, "learner:\n  lr: 1\n"), ["env.ndim=3", "sampler.epsilon=0.5"])
+    assert cfg.learner.lr == 1.0 and isinstance(cfg.learner.lr, float)
+    assert cfg.env.ndim == 3 and cfg.sampler.epsilon == 0.5
+
+
+@pytest.mark.parametrize("value,what", [(np.nan, "not finite"), (-0.5, "not positive"), (0.0, "not positive")])
+def test_reward_returning_nan_or_negative_is_an_error_naming_the_object(value, what):
+    env = HyperGrid(2, 4)
+    states = np.array([[0, 1, 1], [2, 3, 1]])
+
+    def reward(s):
+        return np.where(s[:, 0] == 2, value, 1.0)
+
+    with pytest.raises(RewardError, match=rf"reward is {what} for 1 of 2 objects; first: x=2,3 R="):
+        log_rewards(reward, states, env.keys)
+
+
+def test_reward_of_wrong_shape_is_an_error():
+    env = HyperGrid(2, 4)
+    with pytest.raises(RewardError, match=r"shape \(3,\) for 2 objects"):
+        log_rewards(lambda s: np.ones(3), np.zeros((2, 3), np.int64), env.keys)
+
+
+def test_cli_reports_config_errors_without_a_traceback(tmp_path, capsys):
+    code = main(["train", str(write(tmp_path, "env:\n  height: 1\n")), "--run-dir", str(tmp_path / "run")])
+    assert code == 2
+    assert "distgfn: error: env.height must be >= 2; got 1" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists(), "nothing is written for an invalid config"
+
+
+def test_cli_sample_on_a_missing_run_is_a_clear_error(tmp_path, capsys):
+    assert main(["sample", str(tmp_path / "nope"), "-n", "3"]) == 2
+    assert "config.yaml not found" in capsys.readouterr().err
