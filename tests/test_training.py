@@ -1,5 +1,6 @@
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from distgfn.cli import main
 from distgfn.config import load_config
 from distgfn.metrics import read_metrics
 
+CONFIG = str(Path(__file__).parents[1] / "configs" / "hypergrid.yaml")
 DESIGN_KEYS = {"step", "trajectories", "wall_s", "loss", "traj_per_s", "policy_lag_mean", "replay_size"}
 GRID_KEYS = {"l1_exact", "l1_empirical", "modes_found", "modes_total"}
 
@@ -19,7 +21,7 @@ def quiet(row, total):
 
 
 def test_flow_matching_learns_2d_grid_to_l1_below_0_01(tmp_path):
-    cfg = load_config("configs/hypergrid.yaml", ["learner.steps=800", "eval.every=200", "log.every=100"])
+    cfg = load_config(CONFIG, ["learner.steps=800", "eval.every=200", "log.every=100"])
     serial.train(cfg, tmp_path, progress=quiet)
     evaluated = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "l1_exact" in r]
     assert evaluated[0]["l1_exact"] > 0.01, "the start is far from the target"
@@ -48,7 +50,7 @@ def test_same_seed_gives_the_same_run(tmp_path):
 
 def test_cli_train_then_sample(tmp_path, capsys):
     run = tmp_path / "run"
-    code = main(["train", "configs/hypergrid.yaml", "--run-dir", str(run), "--set", "env.height=4",
+    code = main(["train", CONFIG, "--run-dir", str(run), "--set", "env.height=4",
                  "--set", "learner.steps=60", "--set", "log.every=20", "--set", "eval.every=20"])
     assert code == 0
     assert "step 60/60" in capsys.readouterr().err, "a progress line reaches the terminal"
@@ -72,7 +74,7 @@ def test_cli_train_then_sample(tmp_path, capsys):
 
 def test_cli_refuses_to_overwrite_a_run(tmp_path, capsys):
     run = tmp_path / "run"
-    args = ["train", "configs/hypergrid.yaml", "--run-dir", str(run), "--set", "learner.steps=10",
+    args = ["train", CONFIG, "--run-dir", str(run), "--set", "learner.steps=10",
             "--set", "log.every=10", "--set", "eval.every=10"]
     assert main(args) == 0
     before = (run / "metrics.jsonl").read_text()

@@ -1,0 +1,164 @@
+"""The replay table: a plain Python object (the distributed runtime wraps it as one Ray actor).
+
+    table = ReplayTable(capacity=10_000, min_size=64, samples_per_insert=4.0, error_buffer=256)
+    table.insert([Record("actor0-17", version=3, log_reward=1.2, data=b"...")])
+    batch = table.sample(16, min_version=learner_version - max_policy_lag)   # None: blocked
+
+- FIFO eviction at `capacity`; uniform or reward-prioritized sampling (P(i) proportional to
+  exp(alpha * log_reward_i), with replacement).
+- Rate limiting as DeepMind Reverb's SampleToInsertRatio: with diff = inserts *
+  samples_per_insert - samples, an insert is allowed while diff + samples_per_insert <=
+  max_diff and a sample of n while diff - n >= min_diff, where min/max_diff =
+  min_size * samples_per_insert -/+ error_buffer. Below `min_size` inserts always go through
+  and sampling waits. Settings where both could block at once are rejected.
+- Inserts are idempotent by record id (a retried insert is a no-op).
+- Records older than `min_version` are dropped at sampling and counted as stale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Record:
+    id: str
+    version: int
+    log_reward: float
+    data: bytes  # the encoded batch (distgfn.wire)
+
+
+@dataclass
+class Counters:
+    inserted: int = 0
+    sampled: int = 0
+    evicted: int = 0
+    dropped_stale: int = 0
+    duplicates: int = 0
+
+
+@dataclass
+class ReplayTable:
+    capacity: int
+    min_size: int = 1
+    samples_per_insert: float | None = None  # None: no rate limit
+    error_buffer: float = 0.0
+    # Largest n passed to sample(); the deadlock check needs it.
+    batch_size: int = 1
+    prioritized: bool = False
+    alpha: float = 1.0
+    seed: int = 0
+    counters: Counters = field(default_factory=Counters)
+
+    def __post_init__(self):
+        check_settings(self.capacity, self.min_size, self.samples_per_insert, self.error_buffer, self.batch_size)
+        self.records: list[Record | None] = [None] * self.capacity
+        self.slot_of: dict[str, int] = {}
+        self.next_slot = 0
+        self.rng = np.random.default_rng(self.seed)
+
+    @property
+    def size(self) -> int:
+        return len(self.slot_of)
+
+    def diff(self) -> float:
+        return self.counters.inserted * (self.samples_per_insert or 0) - self.counters.sampled
+
+    def can_insert(self) -> bool:
+        if self.samples_per_insert is None or self.size < self.min_size:
+            return True
+        return self.diff() + self.samples_per_insert <= self.max_diff
+
+    def can_sample(self, n: int) -> bool:
+        if self.size < self.min_size or self.size == 0:
+            return False
+        return self.samples_per_insert is None or self.diff() - n >= self.min_diff
+
+    @property
+    def min_diff(self) -> float:
+        return self.min_size * (self.samples_per_insert or 0) - self.error_buffer
+
+    @property
+    def max_diff(self) -> float:
+        return self.min_size * (self.samples_per_insert or 0) + self.error_buffer
+
+    def insert(self, records: list[Record]) -> int:
+        """Inserts records while the rate limiter allows; returns how many were taken
+        (duplicates count as taken). The caller retries the rest later."""
+        taken = 0
+        for record in records:
+            if record.id in self.slot_of:
+                self.counters.duplicates += 1
+            elif not self.can_insert():
+                break
+            else:
+                self._put(record)
+            taken += 1
+        return taken
+
+    def _put(self, record: Record) -> None:
+        old = self.records[self.next_slot]
+        if old is not None:
+            del self.slot_of[old.id]
+            self.counters.evicted += 1
+        self.records[self.next_slot] = record
+        self.slot_of[record.id] = self.next_slot
+        self.next_slot = (self.next_slot + 1) % self.capacity
+        self.counters.inserted += 1
+
+    def sample(self, n: int, min_version: int | None = None) -> list[Record] | None:
+        """n records, or None when the rate limiter or min_size blocks sampling."""
+        if min_version is not None:
+            self._drop_older_than(min_version)
+        if not self.can_sample(n):
+            return None
+        slots = np.fromiter(self.slot_of.values(), dtype=np.int64, count=self.size)
+        if self.prioritized:
+            logits = self.alpha * np.array([self.records[s].log_reward for s in slots])
+            p = np.exp(logits - logits.max())
+            chosen = self.rng.choice(slots, size=n, p=p / p.sum())
+        else:
+            chosen = slots[self.rng.integers(0, len(slots), size=n)]
+        self.counters.sampled += n
+        return [self.records[s] for s in chosen]
+
+    def _drop_older_than(self, min_version: int) -> None:
+        stale = [s for s in self.slot_of.values() if self.records[s].version < min_version]
+        for s in stale:
+            del self.slot_of[self.records[s].id]
+            self.records[s] = None
+        self.counters.dropped_stale += len(stale)
+
+    def state(self) -> dict:
+        live = sorted(self.slot_of.values(), key=lambda s: (s - self.next_slot) % self.capacity)
+        return {"records": [asdict(self.records[s]) for s in live], "counters": asdict(self.counters),
+                "rng": self.rng.bit_generator.state}
+
+    def restore(self, state: dict) -> None:
+        self.records = [None] * self.capacity
+        self.slot_of, self.next_slot = {}, 0
+        inserted = Counters(**state["counters"])
+        for r in state["records"][-self.capacity:]:
+            self._put(Record(**r))
+        self.counters = inserted
+        self.rng.bit_generator.state = state["rng"]
+
+
+def check_settings(capacity, min_size, samples_per_insert, error_buffer, batch_size) -> None:
+    if capacity < 1 or min_size < 1:
+        raise ValueError(f"replay: capacity ({capacity}) and min_size ({min_size}) must be >= 1")
+    if min_size > capacity:
+        raise ValueError(f"replay: min_size ({min_size}) > capacity ({capacity}) would never allow sampling")
+    if samples_per_insert is None:
+        return
+    if samples_per_insert <= 0:
+        raise ValueError(f"replay: samples_per_insert must be > 0; got {samples_per_insert}")
+    # Blocked inserts must leave room to sample a batch, and a blocked batch room to insert.
+    need = (samples_per_insert + batch_size) / 2
+    if error_buffer < need:
+        raise ValueError(
+            f"replay: error_buffer {error_buffer} deadlocks with samples_per_insert {samples_per_insert} "
+            f"and batch_size {batch_size}; it must be >= (samples_per_insert + batch_size) / 2 = {need}"
+        )

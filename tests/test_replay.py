@@ -1,0 +1,90 @@
+"""The replay table without Ray, one behaviour per test."""
+
+import numpy as np
+import pytest
+
+from distgfn.replay import Record, ReplayTable
+
+
+def records(n, start=0, version=0, log_reward=0.0):
+    return [Record(f"r{i}", version, log_reward, b"x") for i in range(start, start + n)]
+
+
+def test_blocks_sampling_until_min_size():
+    table = ReplayTable(capacity=10, min_size=3)
+    table.insert(records(2))
+    assert table.sample(1) is None
+    table.insert(records(1, start=2))
+    assert len(table.sample(1)) == 1
+
+
+def test_evicts_oldest_first_at_capacity():
+    table = ReplayTable(capacity=3)
+    table.insert(records(5))
+    assert sorted(table.slot_of) == ["r2", "r3", "r4"]
+    assert table.counters.evicted == 2 and table.size == 3
+
+
+def test_inserts_are_idempotent_by_id():
+    table = ReplayTable(capacity=10)
+    assert table.insert(records(3)) == 3
+    assert table.insert(records(3)) == 3, "a retried insert is accepted"
+    assert table.size == 3 and table.counters.inserted == 3 and table.counters.duplicates == 3
+
+
+def test_blocks_inserts_when_samples_lag():
+    # min_size 2, spi 2, buffer 2: inserts allowed while inserts*2 - samples + 2 <= 6.
+    table = ReplayTable(capacity=100, min_size=2, samples_per_insert=2.0, error_buffer=2.0, batch_size=1)
+    assert table.insert(records(5)) == 3, "the 4th insert would put diff over max_diff"
+    assert table.sample(1) is not None and table.sample(1) is not None
+    assert table.insert(records(2, start=3)) == 1, "two samples make room for exactly one insert"
+
+
+def test_blocks_samples_when_inserts_lag():
+    table = ReplayTable(capacity=100, min_size=2, samples_per_insert=1.0, error_buffer=1.0)
+    table.insert(records(2))
+    # diff = 2, min_diff = 2 - 1 = 1: one sample allowed, then blocked until another insert.
+    assert table.sample(1) is not None
+    assert table.sample(1) is None
+    table.insert(records(1, start=2))
+    assert table.sample(1) is not None
+
+
+@pytest.mark.parametrize("spi,buffer,batch", [(4.0, 2.0, 1), (1.0, 4.0, 16), (1.0, 0.5, 1)])
+def test_rejects_deadlocking_settings(spi, buffer, batch):
+    with pytest.raises(ValueError, match="deadlocks"):
+        ReplayTable(capacity=100, min_size=10, samples_per_insert=spi, error_buffer=buffer, batch_size=batch)
+
+
+def test_rejects_min_size_above_capacity():
+    with pytest.raises(ValueError, match="never allow sampling"):
+        ReplayTable(capacity=4, min_size=5)
+
+
+def test_drops_and_counts_stale_records():
+    table = ReplayTable(capacity=10)
+    table.insert(records(3, version=1) + records(2, start=3, version=5))
+    batch = table.sample(50, min_version=4)
+    assert {r.id for r in batch} <= {"r3", "r4"}
+    assert table.counters.dropped_stale == 3 and table.size == 2
+
+
+def test_prioritized_sampling_follows_reward():
+    table = ReplayTable(capacity=10, prioritized=True, seed=1)
+    table.insert([Record("lo", 0, 0.0, b""), Record("hi", 0, np.log(9.0), b"")])
+    ids = [r.id for r in table.sample(10_000)]
+    assert ids.count("hi") / len(ids) == pytest.approx(0.9, abs=0.02)
+
+
+def test_restores_contents_counters_and_rng_from_state():
+    table = ReplayTable(capacity=4, seed=3)
+    table.insert(records(6))
+    table.sample(2)
+    copy = ReplayTable(capacity=4, seed=99)
+    copy.restore(table.state())
+    assert copy.counters == table.counters
+    assert list(copy.slot_of) == list(table.state()["records"][i]["id"] for i in range(4))
+    assert [r.id for r in copy.sample(5)] == [r.id for r in table.sample(5)]
+    copy.insert(records(1, start=6))
+    table.insert(records(1, start=6))
+    assert sorted(copy.slot_of) == sorted(table.slot_of), "FIFO order survives the round trip"
