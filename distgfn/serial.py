@@ -57,13 +57,11 @@ class Clock:
         self.trajectories_at_mark = 0
 
     def rate(self, trajectories: int) -> float:
-        now = time.perf_counter()
-        rate = (trajectories - self.trajectories_at_mark) / max(now - self.mark, 1e-9)
-        self.mark, self.trajectories_at_mark = now, trajectories
-        return rate
+        """Trajectories per second since the last restart()."""
+        return (trajectories - self.trajectories_at_mark) / max(time.perf_counter() - self.mark, 1e-9)
 
-    def restart_interval(self) -> None:
-        self.mark = time.perf_counter()
+    def restart(self, trajectories: int) -> None:
+        self.mark, self.trajectories_at_mark = time.perf_counter(), trajectories
 
     def wall(self) -> float:
         return time.perf_counter() - self.start
@@ -83,5 +81,5 @@ def metrics_row(cfg, learner, evaluator, clock, trajectories, losses) -> dict:
     every = cfg.eval.every
     if (every and learner.step % every == 0) or learner.step == cfg.learner.steps:
         row.update(evaluator.exact_metrics(learner.log_policy))
-    clock.restart_interval()
+    clock.restart(trajectories)  # after evaluation, so its time is left out of the next rate
     return row
