@@ -29,6 +29,8 @@ from distgfn.sampling import Trajectories
 
 # Index fields and the count their values are offsets into, for stacking batches.
 INDEX_FIELDS = {"traj": "log_reward", "row": "feats", "parent_row": "feats", "parent_of": "row"}
+STATE_FIELDS = ("row", "masks", "action", "traj", "first", "terminal", "n_parents")
+PARENT_FIELDS = ("parent_row", "parent_action", "parent_of")
 
 
 def build_batch(env, trajs: Trajectories, log_reward: np.ndarray, with_parents: bool) -> dict[str, np.ndarray]:
@@ -72,10 +74,59 @@ def stack_batches(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]
         if name in INDEX_FIELDS:
             sizes = [len(b[INDEX_FIELDS[name]]) for b in batches]
             starts = np.cumsum([0] + sizes[:-1])
-            parts = [p + s for p, s in zip(parts, starts)]
+            parts = [p.astype(np.int64) + s for p, s in zip(parts, starts)]
         out[name] = np.concatenate(parts)
     return out
 
 
+def split_batch(batch: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """One batch per trajectory (replay records), each with only the feats rows it uses.
+
+    stack_batches(split_batch(b)) trains exactly like b."""
+    n_traj = len(batch["log_reward"])
+    state_at = np.searchsorted(batch["traj"], np.arange(n_traj + 1))
+    with_parents = "parent_of" in batch
+    if with_parents:
+        order = np.argsort(batch["parent_of"], kind="stable")
+        parent_at = np.searchsorted(batch["traj"][batch["parent_of"][order]], np.arange(n_traj + 1))
+    parts = []
+    for b in range(n_traj):
+        rows = slice(state_at[b], state_at[b + 1])
+        part = {"log_reward": batch["log_reward"][b : b + 1]}
+        part.update({name: batch[name][rows] for name in STATE_FIELDS})
+        part["traj"] = np.zeros_like(part["traj"])
+        used = [part["row"]]
+        if with_parents:
+            picked = order[parent_at[b] : parent_at[b + 1]]
+            part.update({name: batch[name][picked] for name in PARENT_FIELDS})
+            part["parent_of"] = part["parent_of"] - rows.start
+            used.append(part["parent_row"])
+        table, inverse = np.unique(np.concatenate(used), return_inverse=True)
+        part["feats"] = batch["feats"][table]
+        part["row"] = inverse[: len(part["row"])]
+        if with_parents:
+            part["parent_row"] = inverse[len(part["row"]) :]
+        parts.append(part)
+    return parts
+
+
+def compact(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Integer arrays in the smallest dtype that holds them, for the wire and the replay table."""
+    return {k: v.astype(smallest_int(v)) if v.dtype.kind in "iu" else v for k, v in batch.items()}
+
+
+def smallest_int(a: np.ndarray) -> np.dtype:
+    lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
+    for t in (np.int8, np.int16, np.int32):
+        if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max:
+            return np.dtype(t)
+    return np.dtype(np.int64)
+
+
 def to_torch(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device, non_blocking=True) for k, v in batch.items()}
+    """Tensors on `device`; integers widened to int64, as torch indexing wants."""
+    return {
+        k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.int64 if v.dtype.kind in "iu" else None))
+        .to(device, non_blocking=True)
+        for k, v in batch.items()
+    }

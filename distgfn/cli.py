@@ -50,7 +50,7 @@ class RunDirError(ValueError):
 
 
 def cmd_train(args) -> int:
-    from distgfn import serial
+    from distgfn import driver, serial
 
     cfg = load_config(args.config, args.set)
     run_dir = args.run_dir or Path("runs") / f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -58,8 +58,9 @@ def cmd_train(args) -> int:
         raise RunDirError(f"{run_dir} already holds a run (metrics.jsonl); choose another --run-dir")
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
-    print(f"distgfn: training {cfg.objective.name} on {cfg.env.name}, run directory {run_dir}", file=sys.stderr)
-    serial.train(cfg, run_dir)
+    print(f"distgfn: training {cfg.objective.name} on {cfg.env.name} ({cfg.runtime} runtime), "
+          f"run directory {run_dir}", file=sys.stderr)
+    (serial if cfg.runtime == "serial" else driver).train(cfg, run_dir)
     print(f"distgfn: done; model in {run_dir / 'model.pt'}", file=sys.stderr)
     return 0
 

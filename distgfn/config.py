@@ -12,9 +12,11 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 import yaml
+
+from distgfn.replay import check_settings
 
 
 class ConfigError(ValueError):
@@ -38,6 +40,8 @@ class RewardConfig:
     r2: float = 2.0
     # The policy is trained towards R(x) ** beta.
     beta: float = 1.0
+    # Added wait per reward call, standing in for a remote oracle in benchmarks.
+    latency_ms: float = 0.0
 
 
 @dataclass
@@ -73,6 +77,42 @@ class LearnerConfig:
     lr_schedule: Literal["constant", "cosine"] = "cosine"
     lr_final_ratio: float = 0.1
     device: str = "auto"
+    # Ray runtime: CPUs reserved for the learner actor (a GPU is added when the cluster has one).
+    cpus: float = 1.0
+    # Updates between weight publications to the rollout actors.
+    publish_every: int = 1
+    # Records sampled more than this many policy versions ago are dropped (and counted).
+    max_policy_lag: int = 20
+
+
+@dataclass
+class ActorsConfig:
+    num: int = 2
+    cpus: float = 0.5
+
+
+@dataclass
+class ReplayConfig:
+    # In trajectories (one record each).
+    capacity: int = 100_000
+    min_size: int = 64
+    # Rate limiter: mean number of times a record is trained on (null: no limit).
+    samples_per_insert: Optional[float] = 1.0
+    # How far inserts and samples may drift from that ratio, in samples (null: automatic).
+    error_buffer: Optional[float] = None
+    # Sample records with probability proportional to R(x) ** (beta * alpha) instead of uniformly.
+    prioritized: bool = False
+    alpha: float = 1.0
+
+
+@dataclass
+class RayConfig:
+    # Cluster to join; null: RAY_ADDRESS if set (as under `ray job submit`), else an embedded local one.
+    address: Optional[str] = None
+    # CPUs of an embedded local cluster (null: this machine's).
+    num_cpus: Optional[int] = None
+    # Seconds without any progress (no batch sampled, no update) before the run stops with an error.
+    progress_timeout_s: float = 120.0
 
 
 @dataclass
@@ -92,15 +132,18 @@ class LogConfig:
 @dataclass
 class Config:
     seed: int = 0
-    runtime: Literal["serial"] = "serial"
+    runtime: Literal["ray", "serial"] = "ray"
     env: EnvConfig = field(default_factory=EnvConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
+    actors: ActorsConfig = field(default_factory=ActorsConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
 
 
 # (key, test, what must hold) for values whose type alone does not make them valid.
@@ -123,6 +166,18 @@ RANGES = [
     ("learner.lr", lambda v: v > 0, "> 0"),
     ("learner.lr_final_ratio", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("learner.device", lambda v: v == "auto" or v == "cpu" or v.startswith("cuda"), "auto, cpu or cuda[:N]"),
+    ("reward.latency_ms", lambda v: v >= 0, ">= 0"),
+    ("learner.cpus", lambda v: v >= 0, ">= 0"),
+    ("learner.publish_every", lambda v: v >= 1, ">= 1"),
+    ("learner.max_policy_lag", lambda v: v >= 0, ">= 0"),
+    ("actors.num", lambda v: v >= 1, ">= 1"),
+    ("actors.cpus", lambda v: v >= 0, ">= 0"),
+    ("replay.capacity", lambda v: v >= 1, ">= 1"),
+    ("replay.min_size", lambda v: v >= 1, ">= 1"),
+    ("replay.samples_per_insert", lambda v: v is None or v > 0, "> 0 or null"),
+    ("replay.error_buffer", lambda v: v is None or v >= 0, ">= 0 or null"),
+    ("replay.alpha", lambda v: v >= 0, ">= 0"),
+    ("ray.progress_timeout_s", lambda v: v > 0, "> 0"),
     ("eval.every", lambda v: v >= 0, ">= 0"),
     ("eval.empirical_window", lambda v: v >= 1, ">= 1"),
     ("log.every", lambda v: v >= 1, ">= 1"),
@@ -165,7 +220,20 @@ def from_dict(raw: dict) -> Config:
             raise ConfigError(f"{key} must be {rule}; got {value!r}")
     if cfg.eval.every % cfg.log.every:
         raise ConfigError(f"eval.every ({cfg.eval.every}) must be a multiple of log.every ({cfg.log.every})")
+    spi = cfg.replay.samples_per_insert
+    try:
+        check_settings(cfg.replay.capacity, cfg.replay.min_size, spi, error_buffer(cfg), cfg.sampler.batch_size)
+    except ValueError as e:
+        raise ConfigError(f"{e} (keys replay.capacity, replay.min_size, replay.samples_per_insert, "
+                          f"replay.error_buffer, sampler.batch_size)") from None
     return cfg
+
+
+def error_buffer(cfg: Config) -> float:
+    """replay.error_buffer, or by default room for a few batches of drift each way."""
+    if cfg.replay.error_buffer is not None:
+        return cfg.replay.error_buffer
+    return 4.0 * ((cfg.replay.samples_per_insert or 0) + cfg.sampler.batch_size)
 
 
 def build_section(cls, raw: Any, prefix: str):

@@ -46,10 +46,14 @@ class Learner:
 
     def log_policy(self, states):
         """log pi(a|s) of the learned policy (T = 1, no exploration), -inf on invalid actions."""
-        with torch.no_grad():
-            out = self.model(torch.from_numpy(self.env.featurize(states)).to(self.device))
-            masks = torch.from_numpy(self.env.masks(states)).to(self.device)
-            return torch.log_softmax(masked_logits(out.double(), masks), dim=1).cpu().numpy()
+        return policy_log_probs(self.model, self.env, states, self.device)
+
+
+def policy_log_probs(model, env, states, device=torch.device("cpu")):
+    with torch.no_grad():
+        out = model(torch.from_numpy(env.featurize(states)).to(device))
+        masks = torch.from_numpy(env.masks(states)).to(device)
+        return torch.log_softmax(masked_logits(out.double(), masks), dim=1).cpu().numpy()
 
 
 def lr_factor(cfg, step: int) -> float:

@@ -8,6 +8,8 @@ log Z is the scalar parameter `log_z`.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from torch import nn
@@ -58,4 +60,7 @@ def get_weights(model: nn.Module) -> dict[str, np.ndarray]:
 
 
 def set_weights(model: nn.Module, weights: dict[str, np.ndarray]) -> None:
-    model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()})
+    # Arrays from Ray's object store are read-only; load_state_dict copies them, never writes.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()})

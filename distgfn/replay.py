@@ -19,7 +19,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+import math
+
 import numpy as np
+
+from distgfn import wire
 
 
 @dataclass
@@ -162,3 +166,16 @@ def check_settings(capacity, min_size, samples_per_insert, error_buffer, batch_s
             f"replay: error_buffer {error_buffer} deadlocks with samples_per_insert {samples_per_insert} "
             f"and batch_size {batch_size}; it must be >= (samples_per_insert + batch_size) / 2 = {need}"
         )
+
+
+def parse_record(blob: bytes) -> Record:
+    """Checks an encoded record's header; raises wire.WireError naming what is wrong."""
+    msg = wire.decode(blob)
+    if not isinstance(msg, dict):
+        raise wire.WireError(f"record is a {type(msg).__name__}, not a map")
+    rid, version, log_r = msg.get("id"), msg.get("version"), msg.get("log_reward")
+    if not isinstance(rid, str) or not isinstance(version, int) or not isinstance(msg.get("batch"), dict):
+        raise wire.WireError(f"record needs id (str), version (int) and batch (map); got keys {sorted(msg)}")
+    if not isinstance(log_r, (int, float)) or not math.isfinite(log_r):
+        raise wire.WireError(f"record {rid}: log_reward must be a finite number; got {log_r!r}")
+    return Record(rid, version, float(log_r), blob)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from distgfn.batch import build_batch
+from distgfn import wire
+from distgfn.batch import build_batch, compact, split_batch
 from distgfn.config import Config
 from distgfn.envs import make_env
 from distgfn.models import make_model, set_weights
@@ -21,6 +23,7 @@ class Rollout:
     objects: np.ndarray  # the terminal states sampled
     log_reward: np.ndarray
     version: int
+    reward_s: float  # time spent in the reward call
 
 
 class RolloutWorker:
@@ -43,6 +46,17 @@ class RolloutWorker:
         s = self.cfg.sampler
         trajs = sample_trajectories(self.env, self.policy, s.batch_size, self.rng, s.epsilon, s.temperature)
         final = trajs.final
+        start = time.perf_counter()
         log_r = log_rewards(self.reward, final, self.env.keys, self.cfg.reward.beta)
+        reward_s = time.perf_counter() - start
         batch = build_batch(self.env, trajs, log_r, self.with_parents)
-        return Rollout(batch, final, log_r, self.version)
+        return Rollout(batch, final, log_r, self.version, reward_s)
+
+
+def encode_records(rollout: Rollout, prefix: str) -> list[bytes]:
+    """One msgpack record per trajectory, with ids `prefix-i`, stamped with the policy version."""
+    return [
+        wire.encode({"id": f"{prefix}-{i}", "version": rollout.version, "log_reward": float(log_r),
+                     "batch": compact(part)})
+        for i, (part, log_r) in enumerate(zip(split_batch(rollout.batch), rollout.log_reward))
+    ]

@@ -147,3 +147,20 @@ def test_flow_matching_is_zero_for_exact_flows():
     trajs = sample_trajectories(env, lambda f: np.zeros((len(f), 2)), 8, np.random.default_rng(0))
     batch = to_torch(build_batch(env, trajs, np.log(r[trajs.final[:, 0]]), True), torch.device("cpu"))
     assert fm.loss(model, batch, eps=0.0).item() < 1e-10
+
+
+@pytest.mark.parametrize("objective", [fm, tb, db])
+def test_splitting_into_records_and_stacking_trains_the_same(objective):
+    from distgfn.batch import compact, split_batch
+
+    env = HyperGrid(3, 4)
+    model = TableModel(env)
+    trajs = sample_trajectories(env, lambda f: np.zeros((len(f), env.n_actions)), 40, np.random.default_rng(5))
+    log_r = log_rewards(HyperGridReward(env.height), trajs.final, env.keys)
+    whole = build_batch(env, trajs, log_r, with_parents=objective.NEEDS_PARENTS)
+    parts = split_batch(whole)
+    assert len(parts) == 40 and all(len(p["log_reward"]) == 1 for p in parts)
+    restacked = stack_batches([compact(p) for p in parts])
+    cpu = torch.device("cpu")
+    expected = objective.loss(model, to_torch(whole, cpu), eps=1e-3, leaf_coef=3.0).item()
+    assert objective.loss(model, to_torch(restacked, cpu), eps=1e-3, leaf_coef=3.0).item() == pytest.approx(expected, rel=1e-6)

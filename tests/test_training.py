@@ -50,7 +50,7 @@ def test_same_seed_gives_the_same_run(tmp_path):
 
 def test_cli_train_then_sample(tmp_path, capsys):
     run = tmp_path / "run"
-    code = main(["train", CONFIG, "--run-dir", str(run), "--set", "env.height=4",
+    code = main(["train", CONFIG, "--run-dir", str(run), "--set", "runtime=serial", "--set", "env.height=4",
                  "--set", "learner.steps=60", "--set", "log.every=20", "--set", "eval.every=20"])
     assert code == 0
     assert "step 60/60" in capsys.readouterr().err, "a progress line reaches the terminal"
@@ -74,7 +74,7 @@ def test_cli_train_then_sample(tmp_path, capsys):
 
 def test_cli_refuses_to_overwrite_a_run(tmp_path, capsys):
     run = tmp_path / "run"
-    args = ["train", CONFIG, "--run-dir", str(run), "--set", "learner.steps=10",
+    args = ["train", CONFIG, "--run-dir", str(run), "--set", "runtime=serial", "--set", "learner.steps=10",
             "--set", "log.every=10", "--set", "eval.every=10"]
     assert main(args) == 0
     before = (run / "metrics.jsonl").read_text()

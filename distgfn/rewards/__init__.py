@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Protocol
 
 import numpy as np
@@ -41,5 +42,20 @@ def make_reward(cfg: RewardConfig, env) -> Reward:
     if cfg.name == "hypergrid":
         from distgfn.rewards.hypergrid import HyperGridReward
 
-        return HyperGridReward(env.height, cfg.r0, cfg.r1, cfg.r2)
-    raise ValueError(f"unknown reward.name {cfg.name!r}")
+        reward = HyperGridReward(env.height, cfg.r0, cfg.r1, cfg.r2)
+    else:
+        raise ValueError(f"unknown reward.name {cfg.name!r}")
+    return Delayed(reward, cfg.latency_ms / 1000) if cfg.latency_ms > 0 else reward
+
+
+class Delayed:
+    """A reward that takes `seconds` longer per call: a stand-in for a remote oracle's latency.
+
+    It waits rather than computes, like a process waiting on a docking server."""
+
+    def __init__(self, reward: Reward, seconds: float):
+        self.reward, self.seconds = reward, seconds
+
+    def __call__(self, states: np.ndarray) -> np.ndarray:
+        time.sleep(self.seconds)
+        return self.reward(states)

@@ -1,0 +1,1 @@
+"""Ray actors of the sampling side: rollout actors and the replay table."""

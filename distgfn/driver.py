@@ -1,0 +1,252 @@
+"""The Ray runtime's driver: starts or joins Ray, creates the roles, runs the control loop.
+
+    replay  = ReplayActor(...)                      one async actor, no CPU reserved
+    learner = LearnerActor(cfg, replay)             a GPU when the cluster has one
+    actors  = [RolloutActor(cfg, seed_i, replay)]   actors.num of them, actors.cpus each
+
+Each rollout actor always has one `run_batch` call in flight, given the newest published
+weights; the learner always has two `train` calls queued, so it never waits on the driver.
+The driver only moves references and statistics; records go from actors to the replay table
+to the learner directly.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import ray
+
+from distgfn.config import Config, ConfigError, error_buffer
+from distgfn.envs import make_env
+from distgfn.evaluation import GridEvaluator
+from distgfn.learning import policy_log_probs
+from distgfn.metrics import MetricsLog, print_progress
+from distgfn.models import make_model, set_weights
+from distgfn.rewards import make_reward
+
+WORKER_ENV = {"env_vars": {"OMP_NUM_THREADS": "1"}}
+
+
+def train(cfg: Config, run_dir: Path, progress=print_progress) -> None:
+    started_ray = connect(cfg)
+    roles = []
+    try:
+        roles = create_roles(cfg)
+        ControlLoop(cfg, run_dir, *roles, progress=progress).run()
+    finally:
+        for handle in flatten(roles):
+            ray.kill(handle)
+        if started_ray:
+            ray.shutdown()
+
+
+def connect(cfg: Config) -> bool:
+    """Joins ray.address, else RAY_ADDRESS, else starts an embedded local cluster (never a bare
+    ray.init(), which would join whatever cluster it finds). True if this call started Ray."""
+    if ray.is_initialized():
+        return False
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        print(f"distgfn: joining Ray cluster at {address}", file=sys.stderr)
+        ray.init(address=address, runtime_env=WORKER_ENV)
+        return True
+    need = math.ceil(cfg.learner.cpus + cfg.actors.num * cfg.actors.cpus)
+    num_cpus = cfg.ray.num_cpus or max(os.cpu_count() or 1, need)
+    print(f"distgfn: starting an embedded local Ray cluster ({num_cpus} CPUs)", file=sys.stderr)
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env=WORKER_ENV)
+    return True
+
+
+def create_roles(cfg: Config):
+    from actors.replay import ReplayActor
+    from actors.rollout import RolloutActor
+    from learner.actor import LearnerActor
+
+    check_resources(cfg)
+    r = cfg.replay
+    replay = ReplayActor.options(runtime_env=WORKER_ENV).remote(
+        capacity=r.capacity, min_size=r.min_size, samples_per_insert=r.samples_per_insert,
+        error_buffer=error_buffer(cfg), batch_size=cfg.sampler.batch_size, prioritized=r.prioritized,
+        alpha=r.alpha, seed=cfg.seed,
+    )
+    learner = LearnerActor.options(
+        num_cpus=cfg.learner.cpus, num_gpus=learner_gpus(cfg), runtime_env=WORKER_ENV
+    ).remote(cfg, replay)
+    actors = [
+        RolloutActor.options(num_cpus=cfg.actors.cpus, runtime_env=WORKER_ENV).remote(
+            cfg, seed=cfg.seed * 1000 + i + 1, name=f"actor{i}", replay=replay,
+            insert_timeout_s=cfg.ray.progress_timeout_s,
+        )
+        for i in range(cfg.actors.num)
+    ]
+    return replay, learner, actors
+
+
+def learner_gpus(cfg: Config) -> int:
+    """One GPU for the learner when the cluster has one and the config allows CUDA."""
+    has_gpu = ray.cluster_resources().get("GPU", 0) >= 1
+    return 1 if has_gpu and cfg.learner.device != "cpu" else 0
+
+
+def check_resources(cfg: Config) -> None:
+    cpus = ray.cluster_resources().get("CPU", 0)
+    need = cfg.learner.cpus + cfg.actors.num * cfg.actors.cpus
+    if need > cpus:
+        raise ConfigError(
+            f"the Ray cluster has {cpus:g} CPUs but learner.cpus + actors.num * actors.cpus = "
+            f"{cfg.learner.cpus:g} + {cfg.actors.num} * {cfg.actors.cpus:g} = {need:g}; "
+            f"lower actors.cpus (fractions are fine when rewards wait on I/O) or add nodes"
+        )
+    if cfg.learner.device.startswith("cuda") and ray.cluster_resources().get("GPU", 0) < 1:
+        raise ConfigError(f"learner.device={cfg.learner.device!r} but the Ray cluster has no GPU")
+
+
+def flatten(roles) -> list:
+    out = []
+    for role in roles:
+        out.extend(role if isinstance(role, list) else [role])
+    return out
+
+
+def unwrap(ref):
+    """ray.get that re-raises a remote error as its own type (a RewardError stays one)."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as e:
+        cause = e.cause if isinstance(getattr(e, "cause", None), Exception) else None
+        raise (cause or e) from None
+
+
+class ControlLoop:
+    def __init__(self, cfg: Config, run_dir: Path, replay, learner, actors, progress=print_progress):
+        self.cfg, self.replay, self.learner, self.actors = cfg, replay, learner, actors
+        self.run_dir, self.progress = run_dir, progress
+        self.log = MetricsLog(run_dir / "metrics.jsonl")
+        self.env = make_env(cfg.env)
+        self.eval_model = make_model(cfg.model, self.env)
+        reward = make_reward(cfg.reward, self.env)
+        self.evaluator = GridEvaluator(self.env, reward, cfg.reward.beta, cfg.eval.empirical_window)
+        self.step = self.trajectories = 0
+        self.interval = Interval()
+        self.start = time.perf_counter()
+
+    def run(self) -> None:
+        steps, per_call = self.cfg.learner.steps, self.cfg.learner.publish_every
+        version, weights = unwrap(self.learner.latest.remote())
+        sampling = {a.run_batch.remote(version, weights): a for a in self.actors}
+        calls = [min(per_call, steps - done) for done in range(0, steps, per_call)]
+        training = deque(self.learner.train.remote(n) for n in calls[:2])
+        calls = calls[2:]
+        try:
+            while training:
+                ready, _ = ray.wait(list(sampling) + [training[0]], num_returns=1,
+                                    timeout=self.cfg.ray.progress_timeout_s)
+                if not ready:
+                    raise TimeoutError(self.stalled_message())
+                if ready[0] in sampling:
+                    actor = sampling.pop(ready[0])
+                    self.on_batch(unwrap(ready[0]))
+                    sampling[actor.run_batch.remote(version, weights)] = actor
+                    continue
+                stats = unwrap(training.popleft())
+                version, weights = stats["version"], stats["weights"]
+                if calls:
+                    training.append(self.learner.train.remote(calls.pop(0)))
+                self.on_update(stats)
+        except KeyboardInterrupt:
+            print("distgfn: interrupted; saving the model and stopping", file=sys.stderr)
+        finally:
+            self.log.close()
+            ray.get(self.learner.save_model.remote(str(self.run_dir / "model.pt")), timeout=60)
+
+    def on_batch(self, result: dict) -> None:
+        self.trajectories += len(result["objects"])
+        self.evaluator.observe(result["objects"])
+        self.interval.add_batch(result)
+
+    def on_update(self, stats: dict) -> None:
+        previous, self.step = self.step, stats["step"]
+        self.interval.add_update(stats)
+        last = self.step == self.cfg.learner.steps
+        if last or crossed(previous, self.step, self.cfg.log.every):
+            evaluate = last or crossed(previous, self.step, self.cfg.eval.every)
+            row = self.metrics_row(stats["weights"] if evaluate else None)
+            self.log.write(row)
+            self.progress(row, self.cfg.learner.steps)
+
+    def metrics_row(self, weights) -> dict:
+        replay = ray.get(self.replay.stats.remote(), timeout=self.cfg.ray.progress_timeout_s)
+        row = {"step": self.step, "trajectories": self.trajectories,
+               "wall_s": round(time.perf_counter() - self.start, 3)}
+        row.update(self.interval.summary(replay))
+        row.update(self.evaluator.sampled_metrics())
+        if weights is not None:
+            set_weights(self.eval_model, ray.get(weights[0]))
+            row.update(self.evaluator.exact_metrics(lambda s: policy_log_probs(self.eval_model, self.env, s)))
+        self.interval = Interval(self.step, replay)
+        return row
+
+    def stalled_message(self) -> str:
+        replay = ray.get(self.replay.stats.remote(), timeout=10)
+        return (f"no batch sampled and no learner update for {self.cfg.ray.progress_timeout_s} s "
+                f"(ray.progress_timeout_s) at step {self.step}; replay table: {replay}")
+
+
+def crossed(before: int, after: int, every: int) -> bool:
+    """Whether a multiple of `every` lies in (before, after]."""
+    return every > 0 and after // every > before // every
+
+
+class Interval:
+    """What happened between two metrics rows."""
+
+    def __init__(self, step: int = 0, replay: dict | None = None):
+        self.start = time.perf_counter()
+        self.first_step = self.step = step
+        self.replay = replay or {"inserted": 0, "sampled": 0}
+        self.trajectories = self.record_bytes = self.records = 0
+        self.losses, self.lag_means, self.reward_s = [], [], []
+        self.lag_min, self.lag_max, self.learner_wait_s = math.inf, -math.inf, 0.0
+
+    def add_batch(self, r: dict) -> None:
+        self.trajectories += len(r["objects"])
+        self.reward_s.append(r["reward_s"])
+        self.record_bytes += r["record_bytes"]
+        self.records += r["records"]
+
+    def add_update(self, s: dict) -> None:
+        self.step = s["step"]
+        self.losses.append(s["loss"])
+        self.lag_means.append(s["lag_mean"])
+        self.lag_min, self.lag_max = min(self.lag_min, s["lag_min"]), max(self.lag_max, s["lag_max"])
+        self.learner_wait_s += s["wait_s"]
+
+    def summary(self, replay: dict) -> dict:
+        dt = max(time.perf_counter() - self.start, 1e-9)
+        inserted = replay["inserted"] - self.replay["inserted"]
+        sampled = replay["sampled"] - self.replay["sampled"]
+        return {
+            "loss": mean_or_none(self.losses),
+            "traj_per_s": self.trajectories / dt,
+            "policy_lag_min": self.lag_min if self.losses else None,
+            "policy_lag_mean": mean_or_none(self.lag_means),
+            "policy_lag_max": self.lag_max if self.losses else None,
+            "replay_size": replay["size"],
+            "updates_per_s": (self.step - self.first_step) / dt,
+            "inserts_per_s": inserted / dt,
+            "samples_per_insert": sampled / inserted if inserted else None,
+            "dropped_stale": replay["dropped_stale"],
+            "reward_latency_ms": 1000 * mean_or_none(self.reward_s) if self.reward_s else None,
+            "record_bytes_mean": self.record_bytes / self.records if self.records else None,
+            "learner_wait_frac": self.learner_wait_s / dt,
+        }
+
+
+def mean_or_none(values: list[float]):
+    return float(np.mean(values)) if values else None

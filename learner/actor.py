@@ -1,0 +1,82 @@
+"""The learner actor: trains on batches from the replay table and publishes weights.
+
+Weights are published as one `ray.put` of a flat dict of numpy arrays per version; the
+driver hands the reference to rollout actors, which fetch it from the object store.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import ray
+import torch
+
+from distgfn import wire
+from distgfn.batch import stack_batches
+from distgfn.learning import Learner
+
+
+@ray.remote
+class LearnerActor:
+    def __init__(self, cfg, replay, sample_timeout_s: float = 1.0):
+        torch.set_num_threads(1)
+        self.cfg = cfg
+        self.learner = Learner(cfg)
+        self.replay = replay
+        self.sample_timeout_s = sample_timeout_s
+        self.prefetched = None
+        self.publish()
+
+    def publish(self) -> None:
+        version, weights = self.learner.weights()
+        self.published = (version, ray.put(weights))
+
+    def latest(self) -> tuple[int, list]:
+        """(version, [ObjectRef of the weights]); the list keeps Ray from resolving the ref."""
+        return self.published[0], [self.published[1]]
+
+    def device(self) -> str:
+        return str(self.learner.device)
+
+    def train(self, n_updates: int) -> dict:
+        """n_updates objective steps, then a publish. Returns the interval's statistics."""
+        losses, lags, waited, start = [], [], 0.0, time.perf_counter()
+        for _ in range(n_updates):
+            wait_start = time.perf_counter()
+            records = self.next_records()
+            waited += time.perf_counter() - wait_start
+            lags.extend(self.learner.step - version for version, _ in records)
+            batch = stack_batches([wire.decode(blob)["batch"] for _, blob in records])
+            losses.append(self.learner.update(batch))
+        self.publish()
+        return {
+            "step": self.learner.step,
+            "loss": float(np.mean(losses)),
+            "lag_min": int(min(lags)),
+            "lag_mean": float(np.mean(lags)),
+            "lag_max": int(max(lags)),
+            "wait_s": waited,
+            "busy_s": time.perf_counter() - start,
+            "version": self.published[0],
+            "weights": [self.published[1]],
+        }
+
+    def next_records(self) -> list:
+        """The next batch of records; the request for the one after is sent before returning,
+        so the learner's next update does not wait on a round trip to the replay table."""
+        while True:
+            if self.prefetched is None:
+                self.prefetched = self.request()
+            records = ray.get(self.prefetched)
+            self.prefetched = self.request()
+            if records is not None:
+                return records
+
+    def request(self):
+        # The batch asked for now trains at the next step (it is prefetched), hence the + 1.
+        min_version = self.learner.step + 1 - self.cfg.learner.max_policy_lag
+        return self.replay.sample.remote(self.cfg.sampler.batch_size, min_version, self.sample_timeout_s)
+
+    def save_model(self, path: str) -> None:
+        torch.save(self.learner.model.state_dict(), path)

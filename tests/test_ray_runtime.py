@@ -1,0 +1,128 @@
+"""The distributed runtime on a real local Ray cluster."""
+
+from pathlib import Path
+
+import pytest
+
+from distgfn import driver
+from distgfn.config import load_config
+from distgfn.metrics import read_metrics
+from distgfn.wire import encode
+
+ROW_KEYS = {"step", "trajectories", "wall_s", "loss", "traj_per_s", "policy_lag_min", "policy_lag_mean",
+            "policy_lag_max", "replay_size", "updates_per_s", "inserts_per_s", "samples_per_insert",
+            "dropped_stale", "reward_latency_ms", "record_bytes_mean", "learner_wait_frac",
+            "l1_empirical", "modes_found", "modes_total"}
+
+
+def quiet(row, total):
+    pass
+
+
+def test_two_actors_learn_2d_grid_and_log_every_metric(ray_cluster, tmp_path):
+    cfg = load_config(None, ["actors.num=2", "learner.steps=500", "log.every=100", "eval.every=100",
+                             "replay.min_size=32"])
+    driver.train(cfg, tmp_path, progress=quiet)
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [100, 200, 300, 400, 500]
+    assert all(ROW_KEYS | {"l1_exact"} <= set(r) for r in rows)
+    assert rows[0]["l1_exact"] > 0.05 and rows[-1]["l1_exact"] < 0.03
+    assert rows[-1]["trajectories"] >= 500 * 16 * 0.9, "samples_per_insert 1 keeps sampling in step"
+    assert 0 <= rows[-1]["policy_lag_min"] <= rows[-1]["policy_lag_mean"] <= rows[-1]["policy_lag_max"] <= 20
+    assert (tmp_path / "model.pt").exists()
+    assert ray_cluster.is_initialized(), "the driver leaves a cluster it joined running"
+
+
+def records(n, version=0, start=0):
+    return [encode({"id": f"r{i}", "version": version, "log_reward": 0.0, "batch": {}})
+            for i in range(start, start + n)]
+
+
+def make_replay(**settings):
+    from actors.replay import ReplayActor
+
+    return ReplayActor.remote(**{"capacity": 100, **settings})
+
+
+def test_replay_actor_sample_waits_for_min_size_then_wakes_on_insert(ray_cluster):
+    ray = ray_cluster
+    replay = make_replay(min_size=4)
+    assert ray.get(replay.sample.remote(2, None, 0.05)) is None, "blocked below min_size"
+    waiting = replay.sample.remote(2, None, 60.0)
+    assert ray.get(replay.insert.remote(records(4), 5.0))["taken"] == 4
+    got = ray.get(waiting, timeout=30)
+    assert len(got) == 2 and all(v == 0 for v, _ in got)
+
+
+def test_replay_actor_holds_back_inserts_when_samples_lag(ray_cluster):
+    ray = ray_cluster
+    replay = make_replay(min_size=2, samples_per_insert=2.0, error_buffer=2.0, batch_size=1)
+    assert ray.get(replay.insert.remote(records(5), 0.05))["taken"] == 3
+    pending = replay.insert.remote(records(2, start=3), 60.0)
+    assert ray.get(replay.sample.remote(1, None, 5.0)) is not None
+    assert ray.get(replay.sample.remote(1, None, 5.0)) is not None
+    assert ray.get(replay.sample.remote(1, None, 5.0)) is not None
+    assert ray.get(replay.sample.remote(1, None, 5.0)) is not None
+    assert ray.get(pending, timeout=30)["taken"] == 2
+
+
+def test_replay_actor_rejects_corrupt_records_and_keeps_serving(ray_cluster):
+    ray = ray_cluster
+    replay = make_replay()
+    good = records(1)[0]
+    bad = [good[: len(good) // 2], b"\xc1garbage", encode([1, 2]), encode({"id": "x", "version": "v", "batch": {}})]
+    result = ray.get(replay.insert.remote(bad + records(1, start=7), 1.0))
+    assert result["rejected"] == 4 and result["taken"] == 1
+    assert any("cannot decode" in e for e in result["errors"])
+    assert ray.get(replay.stats.remote())["size"] == 1
+
+
+def test_actors_adopt_new_versions_and_stale_records_are_dropped(ray_cluster):
+    ray = ray_cluster
+    from actors.rollout import RolloutActor
+    from distgfn.models import get_weights, make_model
+    from distgfn.envs import make_env
+    from distgfn.wire import decode
+
+    cfg = load_config(None, ["env.height=4", "model.hidden=16"])
+    replay = make_replay(capacity=1000)
+    actor = RolloutActor.options(num_cpus=0).remote(cfg, seed=1, name="a", replay=replay, insert_timeout_s=30)
+    model = make_model(cfg.model, make_env(cfg.env))
+    ref = ray.put(get_weights(model))
+    result = ray.get(actor.run_batch.remote(5, [ref]), timeout=60)
+    assert result["version"] == 5 and ray.get(actor.version.remote()) == 5
+    ray.get(actor.run_batch.remote(3, [ref]), timeout=60)
+    assert ray.get(actor.version.remote()) == 5, "an older version is never adopted"
+
+    sampled = ray.get(replay.sample.remote(32, None, 5.0))
+    assert {v for v, _ in sampled} == {5} and {decode(b)["version"] for _, b in sampled} == {5}
+    assert ray.get(replay.sample.remote(1, 6, 0.05)) is None
+    stats = ray.get(replay.stats.remote())
+    assert stats["dropped_stale"] == 32 and stats["size"] == 0
+
+
+def test_learner_asks_for_a_gpu_only_when_the_cluster_has_one(ray_cluster):
+    assert ray_cluster.cluster_resources().get("GPU", 0) == 0
+    assert driver.learner_gpus(load_config(None)) == 0
+
+
+def test_asking_for_more_cpus_than_the_cluster_has_is_a_clear_error(ray_cluster, tmp_path):
+    from distgfn.config import ConfigError
+
+    cfg = load_config(None, ["actors.num=8", "actors.cpus=1"])
+    with pytest.raises(ConfigError, match=r"has 2 CPUs but .* = 1 \+ 8 \* 1 = 9"):
+        driver.train(cfg, tmp_path, progress=quiet)
+
+
+def test_cli_trains_on_the_cluster_it_finds_and_samples(ray_cluster, tmp_path, capsys):
+    from distgfn.cli import main
+
+    run = tmp_path / "run"
+    code = main(["train", str(Path(__file__).parents[1] / "configs" / "hypergrid.yaml"), "--run-dir", str(run), "--set", "learner.steps=40",
+                 "--set", "log.every=20", "--set", "eval.every=20", "--set", "replay.min_size=16"])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "ray runtime" in err and "step 40/40" in err
+    assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [20, 40]
+    assert main(["sample", str(run), "-n", "5"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 5
