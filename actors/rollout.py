@@ -25,8 +25,7 @@ class RolloutActor:
     def run_batch(self, version: int, weights: list) -> dict:
         """Adopts `version` if newer (weights = [ObjectRef of the numpy dict]), samples one batch,
         inserts its records (waiting while the rate limiter holds them back), returns stats."""
-        if version > self.worker.version:
-            self.worker.set_weights(version, ray.get(weights[0]))
+        self.adopt(version, weights)
         start = time.perf_counter()
         rollout = self.worker.sample()
         records = encode_records(rollout, f"{self.prefix}-{self.batches}")
@@ -42,6 +41,12 @@ class RolloutActor:
             "record_bytes": sum(map(len, records)),
             "records": len(records),
         }
+
+    def adopt(self, version: int, weights: list) -> int:
+        """Loads the weights if `version` is newer than the policy held; returns the version held."""
+        if version > self.worker.version:
+            self.worker.set_weights(version, ray.get(weights[0]))
+        return self.worker.version
 
     def insert(self, records: list[bytes]) -> None:
         deadline = time.monotonic() + self.insert_timeout_s

@@ -110,9 +110,31 @@ def split_batch(batch: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
     return parts
 
 
+def pack_record(part: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The wire form of a one-trajectory batch (from split_batch): fields that follow from the
+    others are left out and masks are bit-packed; unpack_record restores them exactly."""
+    record = {k: v for k, v in part.items() if k not in ("traj", "first", "terminal", "parent_of", "masks")}
+    record["masks"] = np.packbits(part["masks"].ravel())
+    record["mask_width"] = np.array(part["masks"].shape[1])
+    return compact(record)
+
+
+def unpack_record(record: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    n, width = len(record["row"]), int(record["mask_width"])
+    part = {k: v for k, v in record.items() if k != "mask_width"}
+    part["masks"] = np.unpackbits(record["masks"], count=n * width).reshape(n, width).astype(bool)
+    part["traj"] = np.zeros(n, dtype=np.int64)
+    part["first"] = np.arange(n) == 0
+    part["terminal"] = np.arange(n) == n - 1
+    if "parent_row" in record:
+        # split_batch orders parents by the state they lead to.
+        part["parent_of"] = np.repeat(np.arange(n), record["n_parents"])
+    return part
+
+
 def compact(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Integer arrays in the smallest dtype that holds them, for the wire and the replay table."""
-    return {k: v.astype(smallest_int(v)) if v.dtype.kind in "iu" else v for k, v in batch.items()}
+    return {k: v.astype(smallest_int(v)) if v.dtype.kind == "i" else v for k, v in batch.items()}
 
 
 def smallest_int(a: np.ndarray) -> np.dtype:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from distgfn import wire
-from distgfn.batch import build_batch, compact, split_batch
+from distgfn.batch import build_batch, pack_record, split_batch
 from distgfn.config import Config
 from distgfn.envs import make_env
 from distgfn.models import make_model, set_weights
@@ -57,6 +57,6 @@ def encode_records(rollout: Rollout, prefix: str) -> list[bytes]:
     """One msgpack record per trajectory, with ids `prefix-i`, stamped with the policy version."""
     return [
         wire.encode({"id": f"{prefix}-{i}", "version": rollout.version, "log_reward": float(log_r),
-                     "batch": compact(part)})
+                     "batch": pack_record(part)})
         for i, (part, log_r) in enumerate(zip(split_batch(rollout.batch), rollout.log_reward))
     ]

@@ -13,7 +13,7 @@ import ray
 import torch
 
 from distgfn import wire
-from distgfn.batch import stack_batches
+from distgfn.batch import stack_batches, unpack_record
 from distgfn.learning import Learner
 
 
@@ -47,7 +47,7 @@ class LearnerActor:
             records = self.next_records()
             waited += time.perf_counter() - wait_start
             lags.extend(self.learner.step - version for version, _ in records)
-            batch = stack_batches([wire.decode(blob)["batch"] for _, blob in records])
+            batch = stack_batches([unpack_record(wire.decode(blob)["batch"]) for _, blob in records])
             losses.append(self.learner.update(batch))
         self.publish()
         return {

@@ -1,0 +1,207 @@
+"""Figures of the Ray runtime. Each part prints its own lines; run one or all:
+
+    python benchmarks/ray_runtime.py scaling     # traj/s with 1..16 rollout actors, 50 ms reward
+    python benchmarks/ray_runtime.py broadcast   # publish -> every actor holds it, 1M parameters
+    python benchmarks/ray_runtime.py learning    # 2 actors vs serial to l1_exact <= 0.05, ndim 4
+    python benchmarks/ray_runtime.py learner     # learner updates/s and transitions/s (CPU, GPU if any)
+    python benchmarks/ray_runtime.py records     # encoded bytes per replay record, ndim 4
+
+Each starts its own local Ray cluster (logical CPUs sized to the actors; the machine's cores
+are what they are) and never joins another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import ray  # noqa: E402
+import torch  # noqa: E402
+
+from distgfn.config import load_config  # noqa: E402
+from distgfn.metrics import read_metrics  # noqa: E402
+
+GRID4 = ["env.ndim=4", "env.height=8", "sampler.batch_size=16", "model.hidden=256", "model.layers=2"]
+WORKER_ENV = {"env_vars": {"OMP_NUM_THREADS": "1"}}
+
+
+def start_ray(num_cpus: int) -> None:
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env=WORKER_ENV,
+             log_to_driver=False)
+
+
+def make_actors(cfg, n: int, replay):
+    from actors.rollout import RolloutActor
+
+    actors = [RolloutActor.options(num_cpus=0).remote(cfg, seed=i + 1, name=f"a{i}", replay=replay,
+                                                      insert_timeout_s=60) for i in range(n)]
+    ray.get([a.version.remote() for a in actors])  # wait until every actor is up
+    return actors
+
+
+def make_replay(capacity: int = 1_000_000):
+    from actors.replay import ReplayActor
+
+    return ReplayActor.options(num_cpus=0).remote(capacity=capacity)
+
+
+def scaling(counts=(1, 2, 4, 8, 16), seconds: float = 10.0, objective: str = "fm") -> None:
+    """Rollout throughput: actors sample, score (50 ms per batch of 16) and insert, back to back."""
+    cfg = load_config(None, GRID4 + ["reward.latency_ms=50", f"objective.name={objective}"])
+    start_ray(2)
+    base = None
+    print(f"scaling ({objective}, HyperGrid ndim 4, reward latency 50 ms per batch of 16, "
+          f"{seconds:.0f} s per point, no learner running)")
+    for n in counts:
+        replay = make_replay()
+        actors = make_actors(cfg, n, replay)
+        rate = sample_for(actors, seconds)
+        base = base or rate
+        print(f"  {n:2d} actors: {rate:7.0f} traj/s  ideal {n * base:7.0f}  efficiency {rate / (n * base):.0%}")
+        for a in actors + [replay]:
+            ray.kill(a)
+    ray.shutdown()
+
+
+def sample_for(actors, seconds: float) -> float:
+    """Trajectories per second with one run_batch always in flight per actor (after a warm-up)."""
+    inflight = {a.run_batch.remote(0, [None]): a for a in actors}
+    count, start, warm = 0, None, time.perf_counter() + 2.0
+    while True:
+        (ref,), _ = ray.wait(list(inflight), num_returns=1)
+        actor = inflight.pop(ref)
+        n = len(ray.get(ref)["objects"])
+        now = time.perf_counter()
+        if start is None and now >= warm:
+            start, count = now, 0
+        elif start is not None:
+            count += n
+            if now - start >= seconds:
+                return count / (now - start)
+        inflight[actor.run_batch.remote(0, [None])] = actor
+
+
+def broadcast(counts=(1, 4, 16), rounds: int = 30) -> None:
+    """Time from ray.put of a new version until every actor has loaded it."""
+    from distgfn.envs import make_env
+    from distgfn.models import get_weights, make_model
+
+    cfg = load_config(None, GRID4 + ["model.hidden=700", "model.layers=3"])
+    model = make_model(cfg.model, make_env(cfg.env))
+    params = sum(p.numel() for p in model.parameters())
+    start_ray(2)
+    print(f"broadcast ({params / 1e6:.2f}M parameters, {4 * params / 1e6:.1f} MB float32, median of {rounds})")
+    for n in counts:
+        actors = make_actors(cfg, n, make_replay())
+        times = []
+        for version in range(1, rounds + 1):
+            for p in model.parameters():
+                p.data.add_(0.001)
+            weights = get_weights(model)
+            start = time.perf_counter()
+            ref = ray.put(weights)
+            held = ray.get([a.adopt.remote(version, [ref]) for a in actors])
+            times.append(time.perf_counter() - start)
+            assert held == [version] * n
+        print(f"  {n:2d} actors: {1000 * np.median(times):6.1f} ms  (p90 {1000 * np.percentile(times, 90):.1f} ms)")
+        for a in actors:
+            ray.kill(a)
+    ray.shutdown()
+
+
+def learning(budget: int = 100_000, target: float = 0.05) -> None:
+    """Serial against 2 rollout actors: trajectories and wall time until l1_exact <= target."""
+    from distgfn import driver, serial
+
+    common = GRID4 + [f"learner.steps={budget // 16}", "log.every=125", "eval.every=125"]
+    print(f"learning (FM, HyperGrid ndim 4, to l1_exact <= {target}, budget {budget} trajectories)")
+    for name, runtime, extra in [("serial", serial, ["runtime=serial"]),
+                                 ("2 actors", driver, ["runtime=ray", "actors.num=2", "ray.num_cpus=2"])]:
+        cfg = load_config(None, common + extra)
+        with tempfile.TemporaryDirectory() as tmp:
+            runtime.train(cfg, Path(tmp), progress=lambda row, total: None)
+            rows = read_metrics(Path(tmp) / "metrics.jsonl")
+        hit = next((r for r in rows if r.get("l1_exact", 1) <= target), None)
+        final = rows[-1]
+        where = (f"reached after {hit['trajectories']} trajectories, {hit['wall_s']:.1f} s wall"
+                 if hit else "not reached")
+        print(f"  {name:8s}: {where}; final l1_exact {final['l1_exact']:.4f} after "
+              f"{final['trajectories']} trajectories, {final['wall_s']:.1f} s")
+
+
+def learner_speed(updates: int = 300) -> None:
+    """Learner updates/s and transitions/s on stacked replay records (decode + stack + update)."""
+    from distgfn import wire
+    from distgfn.batch import stack_batches, unpack_record
+    from distgfn.learning import Learner
+    from distgfn.rollout import RolloutWorker, encode_records
+
+    torch.set_num_threads(1)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for batch_size in (16, 256):
+        cfg = load_config(None, GRID4 + [f"sampler.batch_size={batch_size}"])
+        worker = RolloutWorker(cfg, seed=0)
+        records = [r for _ in range(8) for r in encode_records(worker.sample(), "b")]
+        for device in devices:
+            learner = Learner(load_config(None, GRID4 + [f"sampler.batch_size={batch_size}",
+                                                         f"learner.device={device}"]))
+            rng = np.random.default_rng(0)
+            batches = [[records[i] for i in rng.integers(0, len(records), batch_size)] for _ in range(updates)]
+            rows, start = 0, None
+            for i, chosen in enumerate(batches):
+                if i == 20:  # warm-up done
+                    if device == "cuda":
+                        torch.cuda.synchronize()
+                    start, rows = time.perf_counter(), 0
+                batch = stack_batches([unpack_record(wire.decode(b)["batch"]) for b in chosen])
+                rows += len(batch["row"])
+                learner.update(batch)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            dt = time.perf_counter() - start
+            n = updates - 20
+            print(f"learner on {device}, batch {batch_size}: {n / dt:7.1f} updates/s, "
+                  f"{rows / dt:9.0f} transitions/s, {n * batch_size / dt:8.0f} trajectories/s")
+
+
+def record_size(steps: int = 1500) -> None:
+    """Encoded bytes per trajectory record, under a policy trained for `steps` updates (trained
+    policies take longer trajectories than the near-uniform initial one)."""
+    from distgfn import serial
+    from distgfn.rollout import RolloutWorker, encode_records
+
+    for objective in ("fm", "tb"):
+        cfg = load_config(None, GRID4 + [f"objective.name={objective}", f"learner.steps={steps}",
+                                         f"log.every={steps}", "eval.every=0"])
+        with tempfile.TemporaryDirectory() as tmp:
+            learner = serial.train(cfg, Path(tmp), progress=lambda row, total: None)
+        worker = RolloutWorker(cfg, seed=0, model=learner.model)
+        sizes, lengths = [], []
+        for _ in range(50):
+            rollout = worker.sample()
+            sizes += [len(r) for r in encode_records(rollout, "x")]
+            lengths.append(len(rollout.batch["row"]) / len(rollout.objects))
+        print(f"records ({objective}, ndim 4, policy after {steps} updates, mean trajectory length "
+              f"{np.mean(lengths) - 1:.1f}): mean {np.mean(sizes):.0f} bytes, max {max(sizes)} bytes, "
+              f"over {len(sizes)} records")
+
+
+PARTS = {"scaling": scaling, "broadcast": broadcast, "learning": learning, "learner": learner_speed,
+         "records": record_size}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("parts", nargs="*", choices=[*PARTS, []], default=list(PARTS))
+    for name in p.parse_args().parts:
+        PARTS[name]()
+
+
+if __name__ == "__main__":
+    main()
