@@ -1,4 +1,9 @@
-"""The replay table as one Ray actor (async: blocked inserts and samples wait without holding it)."""
+"""The replay table as one Ray actor (async: blocked inserts and samples wait without holding it).
+
+It also serves the newest published weights: the learner announces each version here, and
+every insert acknowledgement carries the newest (version, [ObjectRef]), so rollout actors
+learn of new weights without any extra call.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,14 @@ class ReplayActor:
         self.table = ReplayTable(**table_settings)
         self.rejected = 0
         self._changed = None
+        self.weights = (-1, [None])
+
+    def publish(self, version: int, weights: list) -> None:
+        if version > self.weights[0]:
+            self.weights = (version, weights)
+
+    def latest(self) -> tuple[int, list]:
+        return self.weights
 
     @property
     def changed(self) -> asyncio.Condition:
@@ -41,7 +54,8 @@ class ReplayActor:
             return taken == len(records)
 
         await self._until(insert_rest, timeout_s)
-        return {"taken": taken, "rejected": len(errors), "errors": errors[:3]}
+        version, weights = self.weights
+        return {"taken": taken, "rejected": len(errors), "errors": errors[:3], "version": version, "weights": weights}
 
     async def sample(self, n: int, min_version: int | None, timeout_s: float):
         """[(version, blob)] * n, or None if sampling stayed blocked for timeout_s."""

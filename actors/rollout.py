@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 
+import numpy as np
 import ray
 import torch
 
@@ -21,42 +22,58 @@ class RolloutActor:
         self.prefix = f"{name}.{os.urandom(4).hex()}"
         self.batches = 0
         self.insert_timeout_s = insert_timeout_s
+        self.pending = None  # (records, ObjectRef of their insert)
 
-    def run_batch(self, version: int, weights: list) -> dict:
-        """Adopts `version` if newer (weights = [ObjectRef of the numpy dict]), samples one batch,
-        inserts its records (waiting while the rate limiter holds them back), returns stats."""
-        self.adopt(version, weights)
+    def run(self, n_batches: int) -> dict:
+        """Samples n_batches batches and sends their records to the replay table. Each insert
+        completes during the next batch, overlapping with its sampling (a rate-limited insert
+        makes it wait), and its acknowledgement brings the newest weights, adopted at once."""
+        if self.worker.version < 0:
+            self.adopt(*ray.get(self.replay.latest.remote()))
+        stats = {"objects": [], "versions": [], "reward_s": [], "sample_s": 0.0, "insert_wait_s": 0.0,
+                 "record_bytes": 0, "records": 0}
+        for _ in range(n_batches):
+            stats["insert_wait_s"] += self.flush()
+            start = time.perf_counter()
+            rollout = self.worker.sample()
+            records = encode_records(rollout, f"{self.prefix}-{self.batches}")
+            self.batches += 1
+            self.pending = (records, self.replay.insert.remote(records, timeout_s=1.0))
+            stats["sample_s"] += time.perf_counter() - start
+            stats["objects"].append(rollout.objects)
+            stats["versions"].append(rollout.version)
+            stats["reward_s"].append(rollout.reward_s)
+            stats["record_bytes"] += sum(map(len, records))
+            stats["records"] += len(records)
+        stats["objects"] = np.concatenate(stats["objects"])
+        return stats
+
+    def flush(self) -> float:
+        """Waits until the last batch's records are all in the replay table, adopting the weights
+        the acknowledgement names; returns the time waited."""
+        if self.pending is None:
+            return 0.0
         start = time.perf_counter()
-        rollout = self.worker.sample()
-        records = encode_records(rollout, f"{self.prefix}-{self.batches}")
-        self.batches += 1
-        sampled = time.perf_counter()
-        self.insert(records)
-        return {
-            "objects": rollout.objects,
-            "version": rollout.version,
-            "reward_s": rollout.reward_s,
-            "sample_s": sampled - start,
-            "insert_wait_s": time.perf_counter() - sampled,
-            "record_bytes": sum(map(len, records)),
-            "records": len(records),
-        }
+        records, ref = self.pending
+        self.pending = None
+        deadline = time.monotonic() + self.insert_timeout_s
+        while True:
+            result = ray.get(ref)
+            if result["rejected"]:
+                raise ValueError(f"replay rejected {result['rejected']} records: {result['errors']}")
+            self.adopt(result["version"], result["weights"])
+            records = records[result["taken"]:]
+            if not records:
+                return time.perf_counter() - start
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"replay took no records for {self.insert_timeout_s} s; {len(records)} waiting")
+            ref = self.replay.insert.remote(records, timeout_s=1.0)
 
     def adopt(self, version: int, weights: list) -> int:
         """Loads the weights if `version` is newer than the policy held; returns the version held."""
         if version > self.worker.version:
             self.worker.set_weights(version, ray.get(weights[0]))
         return self.worker.version
-
-    def insert(self, records: list[bytes]) -> None:
-        deadline = time.monotonic() + self.insert_timeout_s
-        while records:
-            result = ray.get(self.replay.insert.remote(records, timeout_s=min(1.0, self.insert_timeout_s)))
-            if result["rejected"]:
-                raise ValueError(f"replay rejected {result['rejected']} records: {result['errors']}")
-            records = records[result["taken"]:]
-            if records and time.monotonic() > deadline:
-                raise TimeoutError(f"replay accepted no room for {len(records)} records in {self.insert_timeout_s} s")
 
     def version(self) -> int:
         return self.worker.version

@@ -69,9 +69,9 @@ def scaling(counts=(1, 2, 4, 8, 16), seconds: float = 10.0, objective: str = "fm
     ray.shutdown()
 
 
-def sample_for(actors, seconds: float) -> float:
-    """Trajectories per second with one run_batch always in flight per actor (after a warm-up)."""
-    inflight = {a.run_batch.remote(0, [None]): a for a in actors}
+def sample_for(actors, seconds: float, batches: int = 4) -> float:
+    """Trajectories per second with one run call always in flight per actor (after a warm-up)."""
+    inflight = {a.run.remote(batches): a for a in actors}
     count, start, warm = 0, None, time.perf_counter() + 2.0
     while True:
         (ref,), _ = ray.wait(list(inflight), num_returns=1)
@@ -84,7 +84,7 @@ def sample_for(actors, seconds: float) -> float:
             count += n
             if now - start >= seconds:
                 return count / (now - start)
-        inflight[actor.run_batch.remote(0, [None])] = actor
+        inflight[actor.run.remote(batches)] = actor
 
 
 def broadcast(counts=(1, 4, 16), rounds: int = 30) -> None:
@@ -137,8 +137,7 @@ def learning(budget: int = 100_000, target: float = 0.05) -> None:
 
 def learner_speed(updates: int = 300) -> None:
     """Learner updates/s and transitions/s on stacked replay records (decode + stack + update)."""
-    from distgfn import wire
-    from distgfn.batch import stack_batches, unpack_record
+    from distgfn.batch import read_record, stack_batches
     from distgfn.learning import Learner
     from distgfn.rollout import RolloutWorker, encode_records
 
@@ -159,7 +158,7 @@ def learner_speed(updates: int = 300) -> None:
                     if device == "cuda":
                         torch.cuda.synchronize()
                     start, rows = time.perf_counter(), 0
-                batch = stack_batches([unpack_record(wire.decode(b)["batch"]) for b in chosen])
+                batch = stack_batches([read_record(b) for b in chosen])
                 rows += len(batch["row"])
                 learner.update(batch)
             if device == "cuda":

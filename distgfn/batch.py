@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from distgfn import wire
 from distgfn.sampling import Trajectories
 
 # Index fields and the count their values are offsets into, for stacking batches.
@@ -132,17 +133,29 @@ def unpack_record(record: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return part
 
 
+def write_record(record_id: str, version: int, log_reward: float, part: dict[str, np.ndarray]) -> bytes:
+    """A replay record: a small header and the packed batch as nested bytes, so the replay
+    table reads the header without decoding the arrays."""
+    body = wire.encode(pack_record(part))
+    return wire.encode({"id": record_id, "version": version, "log_reward": log_reward, "batch": body})
+
+
+def read_record(blob: bytes) -> dict[str, np.ndarray]:
+    """The one-trajectory batch of a record from write_record."""
+    return unpack_record(wire.decode(wire.decode(blob)["batch"]))
+
+
 def compact(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Integer arrays in the smallest dtype that holds them, for the wire and the replay table."""
     return {k: v.astype(smallest_int(v)) if v.dtype.kind == "i" else v for k, v in batch.items()}
 
 
+INT_RANGES = [(np.dtype(t), np.iinfo(t).min, np.iinfo(t).max) for t in (np.int8, np.int16, np.int32)]
+
+
 def smallest_int(a: np.ndarray) -> np.dtype:
     lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
-    for t in (np.int8, np.int16, np.int32):
-        if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max:
-            return np.dtype(t)
-    return np.dtype(np.int64)
+    return next((t for t, tmin, tmax in INT_RANGES if tmin <= lo and hi <= tmax), np.dtype(np.int64))
 
 
 def to_torch(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:

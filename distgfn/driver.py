@@ -4,10 +4,11 @@
     learner = LearnerActor(cfg, replay)             a GPU when the cluster has one
     actors  = [RolloutActor(cfg, seed_i, replay)]   actors.num of them, actors.cpus each
 
-Each rollout actor always has one `run_batch` call in flight, given the newest published
-weights; the learner always has two `train` calls queued, so it never waits on the driver.
-The driver only moves references and statistics; records go from actors to the replay table
-to the learner directly.
+Each rollout actor always has one `run` call (actors.batches_per_call batches) in flight;
+the learner always has two `train` calls queued, so neither waits on the driver. Records go
+from actors to the replay table to the learner directly, and new weights from the learner
+to the actors through the replay table's insert acknowledgements; the driver only collects
+statistics, evaluates and logs.
 """
 
 from __future__ import annotations
@@ -138,8 +139,8 @@ class ControlLoop:
 
     def run(self) -> None:
         steps, per_call = self.cfg.learner.steps, self.cfg.learner.publish_every
-        version, weights = unwrap(self.learner.latest.remote())
-        sampling = {a.run_batch.remote(version, weights): a for a in self.actors}
+        batches = self.cfg.actors.batches_per_call
+        sampling = {a.run.remote(batches): a for a in self.actors}
         calls = [min(per_call, steps - done) for done in range(0, steps, per_call)]
         training = deque(self.learner.train.remote(n) for n in calls[:2])
         calls = calls[2:]
@@ -152,10 +153,9 @@ class ControlLoop:
                 if ready[0] in sampling:
                     actor = sampling.pop(ready[0])
                     self.on_batch(unwrap(ready[0]))
-                    sampling[actor.run_batch.remote(version, weights)] = actor
+                    sampling[actor.run.remote(batches)] = actor
                     continue
                 stats = unwrap(training.popleft())
-                version, weights = stats["version"], stats["weights"]
                 if calls:
                     training.append(self.learner.train.remote(calls.pop(0)))
                 self.on_update(stats)
@@ -216,7 +216,7 @@ class Interval:
 
     def add_batch(self, r: dict) -> None:
         self.trajectories += len(r["objects"])
-        self.reward_s.append(r["reward_s"])
+        self.reward_s.extend(r["reward_s"])
         self.record_bytes += r["record_bytes"]
         self.records += r["records"]
 

@@ -174,8 +174,12 @@ def parse_record(blob: bytes) -> Record:
     if not isinstance(msg, dict):
         raise wire.WireError(f"record is a {type(msg).__name__}, not a map")
     rid, version, log_r = msg.get("id"), msg.get("version"), msg.get("log_reward")
-    if not isinstance(rid, str) or not isinstance(version, int) or not isinstance(msg.get("batch"), dict):
-        raise wire.WireError(f"record needs id (str), version (int) and batch (map); got keys {sorted(msg)}")
+    if not isinstance(rid, str) or not isinstance(version, int) or not isinstance(msg.get("batch"), bytes):
+        raise wire.WireError(f"record needs id (str), version (int) and batch (bytes); got {describe(msg)}")
     if not isinstance(log_r, (int, float)) or not math.isfinite(log_r):
         raise wire.WireError(f"record {rid}: log_reward must be a finite number; got {log_r!r}")
     return Record(rid, version, float(log_r), blob)
+
+
+def describe(msg: dict) -> str:
+    return ", ".join(f"{k}: {type(v).__name__}" for k, v in msg.items())

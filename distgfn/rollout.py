@@ -7,8 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from distgfn import wire
-from distgfn.batch import build_batch, pack_record, split_batch
+from distgfn.batch import build_batch, split_batch, write_record
 from distgfn.config import Config
 from distgfn.envs import make_env
 from distgfn.models import make_model, set_weights
@@ -36,7 +35,8 @@ class RolloutWorker:
         self.policy = torch_policy(self.model, self.env.n_actions)
         self.with_parents = OBJECTIVES[cfg.objective.name].NEEDS_PARENTS
         self.rng = np.random.default_rng(seed)
-        self.version = 0
+        # -1 until weights are set: a worker's own random initialization is no published policy.
+        self.version = -1 if model is None else 0
 
     def set_weights(self, version: int, weights) -> None:
         set_weights(self.model, weights)
@@ -56,7 +56,6 @@ class RolloutWorker:
 def encode_records(rollout: Rollout, prefix: str) -> list[bytes]:
     """One msgpack record per trajectory, with ids `prefix-i`, stamped with the policy version."""
     return [
-        wire.encode({"id": f"{prefix}-{i}", "version": rollout.version, "log_reward": float(log_r),
-                     "batch": pack_record(part)})
+        write_record(f"{prefix}-{i}", rollout.version, float(log_r), part)
         for i, (part, log_r) in enumerate(zip(split_batch(rollout.batch), rollout.log_reward))
     ]

@@ -12,8 +12,7 @@ import numpy as np
 import ray
 import torch
 
-from distgfn import wire
-from distgfn.batch import stack_batches, unpack_record
+from distgfn.batch import read_record, stack_batches
 from distgfn.learning import Learner
 
 
@@ -29,8 +28,11 @@ class LearnerActor:
         self.publish()
 
     def publish(self) -> None:
+        """One ray.put of the weights per version, announced to the replay table (which hands
+        it to rollout actors with their next insert acknowledgement)."""
         version, weights = self.learner.weights()
         self.published = (version, ray.put(weights))
+        self.replay.publish.remote(version, [self.published[1]])
 
     def latest(self) -> tuple[int, list]:
         """(version, [ObjectRef of the weights]); the list keeps Ray from resolving the ref."""
@@ -47,7 +49,7 @@ class LearnerActor:
             records = self.next_records()
             waited += time.perf_counter() - wait_start
             lags.extend(self.learner.step - version for version, _ in records)
-            batch = stack_batches([unpack_record(wire.decode(blob)["batch"]) for _, blob in records])
+            batch = stack_batches([read_record(blob) for _, blob in records])
             losses.append(self.learner.update(batch))
         self.publish()
         return {

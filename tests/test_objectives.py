@@ -151,8 +151,7 @@ def test_flow_matching_is_zero_for_exact_flows():
 
 @pytest.mark.parametrize("objective", [fm, tb, db])
 def test_records_through_the_wire_train_like_the_batch_they_came_from(objective):
-    from distgfn.batch import pack_record, split_batch, unpack_record
-    from distgfn.wire import decode, encode
+    from distgfn.batch import read_record, split_batch, write_record
 
     env = HyperGrid(3, 4)
     model = TableModel(env)
@@ -161,7 +160,7 @@ def test_records_through_the_wire_train_like_the_batch_they_came_from(objective)
     whole = build_batch(env, trajs, log_r, with_parents=objective.NEEDS_PARENTS)
     parts = split_batch(whole)
     assert len(parts) == 40 and all(len(p["log_reward"]) == 1 for p in parts)
-    restacked = stack_batches([unpack_record(decode(encode(pack_record(p)))) for p in parts])
+    restacked = stack_batches([read_record(write_record(f"r{i}", 0, 0.0, p)) for i, p in enumerate(parts)])
     cpu = torch.device("cpu")
     expected = objective.loss(model, to_torch(whole, cpu), eps=1e-3, leaf_coef=3.0).item()
     assert objective.loss(model, to_torch(restacked, cpu), eps=1e-3, leaf_coef=3.0).item() == pytest.approx(expected, rel=1e-6)

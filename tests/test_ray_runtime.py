@@ -34,7 +34,7 @@ def test_two_actors_learn_2d_grid_and_log_every_metric(ray_cluster, tmp_path):
 
 
 def records(n, version=0, start=0):
-    return [encode({"id": f"r{i}", "version": version, "log_reward": 0.0, "batch": {}})
+    return [encode({"id": f"r{i}", "version": version, "log_reward": 0.0, "batch": b""})
             for i in range(start, start + n)]
 
 
@@ -70,35 +70,42 @@ def test_replay_actor_rejects_corrupt_records_and_keeps_serving(ray_cluster):
     ray = ray_cluster
     replay = make_replay()
     good = records(1)[0]
-    bad = [good[: len(good) // 2], b"\xc1garbage", encode([1, 2]), encode({"id": "x", "version": "v", "batch": {}})]
+    bad = [good[: len(good) // 2], b"\xc1garbage", encode([1, 2]), encode({"id": "x", "version": "v", "batch": b""})]
     result = ray.get(replay.insert.remote(bad + records(1, start=7), 1.0))
     assert result["rejected"] == 4 and result["taken"] == 1
     assert any("cannot decode" in e for e in result["errors"])
     assert ray.get(replay.stats.remote())["size"] == 1
 
 
-def test_actors_adopt_new_versions_and_stale_records_are_dropped(ray_cluster):
+def test_actors_adopt_published_versions_and_stale_records_are_dropped(ray_cluster):
     ray = ray_cluster
     from actors.rollout import RolloutActor
-    from distgfn.models import get_weights, make_model
     from distgfn.envs import make_env
+    from distgfn.models import get_weights, make_model
     from distgfn.wire import decode
 
     cfg = load_config(None, ["env.height=4", "model.hidden=16"])
     replay = make_replay(capacity=1000)
     actor = RolloutActor.options(num_cpus=0).remote(cfg, seed=1, name="a", replay=replay, insert_timeout_s=30)
     model = make_model(cfg.model, make_env(cfg.env))
-    ref = ray.put(get_weights(model))
-    result = ray.get(actor.run_batch.remote(5, [ref]), timeout=60)
-    assert result["version"] == 5 and ray.get(actor.version.remote()) == 5
-    ray.get(actor.run_batch.remote(3, [ref]), timeout=60)
-    assert ray.get(actor.version.remote()) == 5, "an older version is never adopted"
+    ray.get(replay.publish.remote(5, [ray.put(get_weights(model))]))
+    result = ray.get(actor.run.remote(1), timeout=60)
+    assert result["versions"] == [5] and ray.get(actor.version.remote()) == 5
+    ray.get(actor.flush.remote())  # its records are in; the acknowledgement named version 5
+    ray.get(replay.publish.remote(3, [ray.put(get_weights(model))]))
+    assert ray.get(replay.latest.remote())[0] == 5, "an older version never replaces a newer one"
+    for p in model.parameters():
+        p.data.zero_()
+    ray.get(replay.publish.remote(7, [ray.put(get_weights(model))]))
+    result = ray.get(actor.run.remote(2), timeout=60)
+    # The first batch still samples with 5; its insert acknowledgement brings 7 for the second.
+    assert result["versions"] == [5, 7] and ray.get(actor.version.remote()) == 7
 
-    sampled = ray.get(replay.sample.remote(32, None, 5.0))
-    assert {v for v, _ in sampled} == {5} and {decode(b)["version"] for _, b in sampled} == {5}
-    assert ray.get(replay.sample.remote(1, 6, 0.05)) is None
+    sampled = ray.get(replay.sample.remote(16 * 3, None, 5.0))
+    assert {decode(b)["version"] for _, b in sampled} <= {5, 7} and {v for v, _ in sampled} <= {5, 7}
+    assert ray.get(replay.sample.remote(1, 8, 0.05)) is None
     stats = ray.get(replay.stats.remote())
-    assert stats["dropped_stale"] == 32 and stats["size"] == 0
+    assert stats["dropped_stale"] == stats["inserted"] == 48 and stats["size"] == 0
 
 
 def test_learner_asks_for_a_gpu_only_when_the_cluster_has_one(ray_cluster):
