@@ -72,7 +72,8 @@ class RolloutActor:
     def adopt(self, version: int, weights: list) -> int:
         """Loads the weights if `version` is newer than the policy held; returns the version held."""
         if version > self.worker.version:
-            self.worker.set_weights(version, ray.get(weights[0]))
+            # Zero-copy: the policy reads the arrays in Ray's shared-memory object store.
+            self.worker.set_weights(version, ray.get(weights[0]), share=True)
         return self.worker.version
 
     def version(self) -> int:

@@ -109,10 +109,33 @@ def broadcast(counts=(1, 4, 16), rounds: int = 30) -> None:
             held = ray.get([a.adopt.remote(version, [ref]) for a in actors])
             times.append(time.perf_counter() - start)
             assert held == [version] * n
-        print(f"  {n:2d} actors: {1000 * np.median(times):6.1f} ms  (p90 {1000 * np.percentile(times, 90):.1f} ms)")
+        floor = fetch_floor(n, weights, rounds)
+        print(f"  {n:2d} actors: {1000 * np.median(times):6.1f} ms  (p90 {1000 * np.percentile(times, 90):.1f} ms); "
+              f"Ray floor (put + fetch by a bare actor) {1000 * floor:.1f} ms")
         for a in actors:
             ray.kill(a)
     ray.shutdown()
+
+
+@ray.remote(num_cpus=0)
+class BareFetcher:
+    def fetch(self, refs: list) -> int:
+        return len(ray.get(refs[0]))
+
+
+def fetch_floor(n: int, weights: dict, rounds: int) -> float:
+    """The same put and fetch by actors that do nothing else: what Ray itself costs here."""
+    fetchers = [BareFetcher.remote() for _ in range(n)]
+    ray.get([f.fetch.remote([ray.put({})]) for f in fetchers])
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        ref = ray.put(weights)
+        ray.get([f.fetch.remote([ref]) for f in fetchers])
+        times.append(time.perf_counter() - start)
+    for f in fetchers:
+        ray.kill(f)
+    return float(np.median(times))
 
 
 def learning(budget: int = 100_000, target: float = 0.05) -> None:

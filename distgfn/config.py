@@ -80,7 +80,7 @@ class LearnerConfig:
     # Ray runtime: CPUs reserved for the learner actor (a GPU is added when the cluster has one).
     cpus: float = 1.0
     # Updates between weight publications to the rollout actors.
-    publish_every: int = 1
+    publish_every: int = 2
     # Records sampled more than this many policy versions ago are dropped (and counted).
     max_policy_lag: int = 20
 
@@ -97,13 +97,14 @@ class ActorsConfig:
 class ReplayConfig:
     # In trajectories (one record each).
     capacity: int = 100_000
-    min_size: int = 64
+    min_size: int = 32
     # Rate limiter: mean number of times a record is trained on (null: no limit).
     samples_per_insert: Optional[float] = 1.0
     # How far inserts and samples may drift from that ratio, in samples (null: automatic).
     error_buffer: Optional[float] = None
-    # Sample records with probability proportional to R(x) ** (beta * alpha) instead of uniformly.
-    prioritized: bool = False
+    # fifo: oldest first, each record trained on once (as the serial runtime does);
+    # uniform: with replacement; prioritized: with replacement, P proportional to R(x) ** (beta * alpha).
+    sampler: Literal["fifo", "uniform", "prioritized"] = "fifo"
     alpha: float = 1.0
 
 

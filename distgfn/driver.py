@@ -5,7 +5,8 @@
     actors  = [RolloutActor(cfg, seed_i, replay)]   actors.num of them, actors.cpus each
 
 Each rollout actor always has one `run` call (actors.batches_per_call batches) in flight;
-the learner always has two `train` calls queued, so neither waits on the driver. Records go
+the learner always has two `train` calls (log.every updates each) queued, so neither waits
+on the driver. Records go
 from actors to the replay table to the learner directly, and new weights from the learner
 to the actors through the replay table's insert acknowledgements; the driver only collects
 statistics, evaluates and logs.
@@ -73,7 +74,7 @@ def create_roles(cfg: Config):
     r = cfg.replay
     replay = ReplayActor.options(runtime_env=WORKER_ENV).remote(
         capacity=r.capacity, min_size=r.min_size, samples_per_insert=r.samples_per_insert,
-        error_buffer=error_buffer(cfg), batch_size=cfg.sampler.batch_size, prioritized=r.prioritized,
+        error_buffer=error_buffer(cfg), batch_size=cfg.sampler.batch_size, sampler=r.sampler,
         alpha=r.alpha, seed=cfg.seed,
     )
     learner = LearnerActor.options(
@@ -138,7 +139,8 @@ class ControlLoop:
         self.start = time.perf_counter()
 
     def run(self) -> None:
-        steps, per_call = self.cfg.learner.steps, self.cfg.learner.publish_every
+        # One learner call per metrics row: the driver's round trips stay off the learner's time.
+        steps, per_call = self.cfg.learner.steps, self.cfg.log.every
         batches = self.cfg.actors.batches_per_call
         sampling = {a.run.remote(batches): a for a in self.actors}
         calls = [min(per_call, steps - done) for done in range(0, steps, per_call)]

@@ -60,7 +60,25 @@ def get_weights(model: nn.Module) -> dict[str, np.ndarray]:
 
 
 def set_weights(model: nn.Module, weights: dict[str, np.ndarray]) -> None:
-    # Arrays from Ray's object store are read-only; load_state_dict copies them, never writes.
+    """Copies weights into the model (load_state_dict semantics: every key must match)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()})
+
+
+def share_weights(model: nn.Module, weights: dict[str, np.ndarray]) -> None:
+    """Points the model's tensors at the arrays themselves, without copying: for inference-only
+    copies (rollout actors), where the arrays live read-only in Ray's shared-memory object
+    store. The model must never be trained afterwards."""
+    state = model.state_dict(keep_vars=True)
+    if set(state) != set(weights):
+        raise KeyError(f"weights do not match the model: missing {sorted(set(state) - set(weights))}, "
+                       f"unexpected {sorted(set(weights) - set(state))}")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        for name, tensor in state.items():
+            array = weights[name]
+            if array.shape != tuple(tensor.shape) or array.dtype != tensor.detach().numpy().dtype:
+                raise ValueError(f"weights[{name!r}] is {array.dtype} {array.shape}; the model has "
+                                 f"{tensor.dtype} {tuple(tensor.shape)}")
+            tensor.data = torch.from_numpy(array)

@@ -4,10 +4,12 @@
     table.insert([Record("actor0-17", version=3, log_reward=1.2, data=b"...")])
     batch = table.sample(16, min_version=learner_version - max_policy_lag)   # None: blocked
 
-- FIFO eviction at `capacity`; uniform or reward-prioritized sampling (P(i) proportional to
-  exp(alpha * log_reward_i), with replacement).
+- FIFO eviction at `capacity`. Sampling is `fifo` (the oldest records, each handed out once
+  and then removed, like Reverb's Queue: on-policy-like training, as in the serial runtime),
+  `uniform` (with replacement) or `prioritized` (with replacement, P(i) proportional to
+  exp(alpha * log_reward_i)).
 - Rate limiting as DeepMind Reverb's SampleToInsertRatio: with diff = inserts *
-  samples_per_insert - samples, an insert is allowed while diff + samples_per_insert <=
+  samples_per_insert - samples (see diff()), an insert is allowed while diff + samples_per_insert <=
   max_diff and a sample of n while diff - n >= min_diff, where min/max_diff =
   min_size * samples_per_insert -/+ error_buffer. Below `min_size` inserts always go through
   and sampling waits. Settings where both could block at once are rejected.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+import itertools
 import math
 
 import numpy as np
@@ -51,13 +54,14 @@ class ReplayTable:
     error_buffer: float = 0.0
     # Largest n passed to sample(); the deadlock check needs it.
     batch_size: int = 1
-    prioritized: bool = False
+    sampler: str = "uniform"  # fifo | uniform | prioritized
     alpha: float = 1.0
     seed: int = 0
     counters: Counters = field(default_factory=Counters)
 
     def __post_init__(self):
-        check_settings(self.capacity, self.min_size, self.samples_per_insert, self.error_buffer, self.batch_size)
+        check_settings(self.capacity, self.min_size, self.samples_per_insert, self.error_buffer, self.batch_size,
+                       self.sampler)
         self.records: list[Record | None] = [None] * self.capacity
         self.slot_of: dict[str, int] = {}
         self.next_slot = 0
@@ -68,7 +72,11 @@ class ReplayTable:
         return len(self.slot_of)
 
     def diff(self) -> float:
-        return self.counters.inserted * (self.samples_per_insert or 0) - self.counters.sampled
+        """inserts * samples_per_insert - samples, where records dropped unsampled (stale, or
+        evicted from a fifo table) count as never inserted, so dropping cannot deadlock."""
+        c = self.counters
+        lost = c.dropped_stale + (c.evicted if self.sampler == "fifo" else 0)
+        return (c.inserted - lost) * (self.samples_per_insert or 0) - c.sampled
 
     def can_insert(self) -> bool:
         if self.samples_per_insert is None or self.size < self.min_size:
@@ -76,7 +84,7 @@ class ReplayTable:
         return self.diff() + self.samples_per_insert <= self.max_diff
 
     def can_sample(self, n: int) -> bool:
-        if self.size < self.min_size or self.size == 0:
+        if self.size < max(self.min_size, n if self.sampler == "fifo" else 1):
             return False
         return self.samples_per_insert is None or self.diff() - n >= self.min_diff
 
@@ -118,8 +126,10 @@ class ReplayTable:
             self._drop_older_than(min_version)
         if not self.can_sample(n):
             return None
+        if self.sampler == "fifo":
+            return self._take_oldest(n)
         slots = np.fromiter(self.slot_of.values(), dtype=np.int64, count=self.size)
-        if self.prioritized:
+        if self.sampler == "prioritized":
             logits = self.alpha * np.array([self.records[s].log_reward for s in slots])
             p = np.exp(logits - logits.max())
             chosen = self.rng.choice(slots, size=n, p=p / p.sum())
@@ -127,6 +137,15 @@ class ReplayTable:
             chosen = slots[self.rng.integers(0, len(slots), size=n)]
         self.counters.sampled += n
         return [self.records[s] for s in chosen]
+
+    def _take_oldest(self, n: int) -> list[Record]:
+        taken = []
+        for record_id in list(itertools.islice(self.slot_of, n)):  # dicts keep insertion order
+            slot = self.slot_of.pop(record_id)
+            taken.append(self.records[slot])
+            self.records[slot] = None
+        self.counters.sampled += n
+        return taken
 
     def _drop_older_than(self, min_version: int) -> None:
         stale = [s for s in self.slot_of.values() if self.records[s].version < min_version]
@@ -150,7 +169,9 @@ class ReplayTable:
         self.rng.bit_generator.state = state["rng"]
 
 
-def check_settings(capacity, min_size, samples_per_insert, error_buffer, batch_size) -> None:
+def check_settings(capacity, min_size, samples_per_insert, error_buffer, batch_size, sampler="uniform") -> None:
+    if sampler not in ("fifo", "uniform", "prioritized"):
+        raise ValueError(f"replay: sampler must be fifo, uniform or prioritized; got {sampler!r}")
     if capacity < 1 or min_size < 1:
         raise ValueError(f"replay: capacity ({capacity}) and min_size ({min_size}) must be >= 1")
     if min_size > capacity:

@@ -10,7 +10,7 @@ import numpy as np
 from distgfn.batch import build_batch, split_batch, write_record
 from distgfn.config import Config
 from distgfn.envs import make_env
-from distgfn.models import make_model, set_weights
+from distgfn.models import make_model, set_weights, share_weights
 from distgfn.objectives import OBJECTIVES
 from distgfn.rewards import log_rewards, make_reward
 from distgfn.sampling import sample_trajectories, torch_policy
@@ -38,8 +38,9 @@ class RolloutWorker:
         # -1 until weights are set: a worker's own random initialization is no published policy.
         self.version = -1 if model is None else 0
 
-    def set_weights(self, version: int, weights) -> None:
-        set_weights(self.model, weights)
+    def set_weights(self, version: int, weights, share: bool = False) -> None:
+        """share=True uses the arrays in place (see models.share_weights) instead of copying."""
+        (share_weights if share else set_weights)(self.model, weights)
         self.version = version
 
     def sample(self) -> Rollout:

@@ -42,7 +42,8 @@ class LearnerActor:
         return str(self.learner.device)
 
     def train(self, n_updates: int) -> dict:
-        """n_updates objective steps, then a publish. Returns the interval's statistics."""
+        """n_updates objective steps, publishing every learner.publish_every updates and at the
+        end. Returns the call's statistics."""
         losses, lags, waited, start = [], [], 0.0, time.perf_counter()
         for _ in range(n_updates):
             wait_start = time.perf_counter()
@@ -51,7 +52,10 @@ class LearnerActor:
             lags.extend(self.learner.step - version for version, _ in records)
             batch = stack_batches([read_record(blob) for _, blob in records])
             losses.append(self.learner.update(batch))
-        self.publish()
+            if self.learner.step % self.cfg.learner.publish_every == 0:
+                self.publish()
+        if self.published[0] != self.learner.step:
+            self.publish()
         return {
             "step": self.learner.step,
             "loss": float(np.mean(losses)),

@@ -58,3 +58,21 @@ def test_empirical_tracker_keeps_only_the_window_and_remembers_modes():
     assert tracker.counts.tolist() == [3, 1, 0]
     assert tracker.l1_empirical() == pytest.approx(abs(0.75 - 0.25) + 0 + 0.5)
     assert tracker.modes_found() == 1, "a mode once seen stays found"
+
+
+def test_shared_weights_are_used_in_place_and_checked():
+    from distgfn.models import get_weights, share_weights
+
+    env = HyperGrid(2, 4)
+    a, b = GridMLP(2, 4, 3, hidden=8), GridMLP(2, 4, 3, hidden=8)
+    weights = {k: v.copy() for k, v in get_weights(a).items()}
+    for v in weights.values():
+        v.setflags(write=False)  # as arrays from Ray's object store are
+    share_weights(b, weights)
+    x = torch.from_numpy(env.featurize(env.all_cells()))
+    assert torch.equal(a(x), b(x))
+    assert b.body[-1].weight.data_ptr() == weights["body.3.weight"].ctypes.data, "no copy was made"
+    with pytest.raises(KeyError, match="missing"):
+        share_weights(b, {k: v for k, v in weights.items() if k != "bias"})
+    with pytest.raises(ValueError, match="the model has"):
+        share_weights(b, {**weights, "bias": np.zeros(3, np.float32)})

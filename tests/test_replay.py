@@ -70,7 +70,7 @@ def test_drops_and_counts_stale_records():
 
 
 def test_prioritized_sampling_follows_reward():
-    table = ReplayTable(capacity=10, prioritized=True, seed=1)
+    table = ReplayTable(capacity=10, sampler="prioritized", seed=1)
     table.insert([Record("lo", 0, 0.0, b""), Record("hi", 0, np.log(9.0), b"")])
     ids = [r.id for r in table.sample(10_000)]
     assert ids.count("hi") / len(ids) == pytest.approx(0.9, abs=0.02)
@@ -88,3 +88,22 @@ def test_restores_contents_counters_and_rng_from_state():
     copy.insert(records(1, start=6))
     table.insert(records(1, start=6))
     assert sorted(copy.slot_of) == sorted(table.slot_of), "FIFO order survives the round trip"
+
+
+def test_fifo_hands_out_the_oldest_records_once():
+    table = ReplayTable(capacity=10, min_size=1, sampler="fifo")
+    table.insert(records(5))
+    assert [r.id for r in table.sample(2)] == ["r0", "r1"]
+    assert [r.id for r in table.sample(3)] == ["r2", "r3", "r4"]
+    assert table.sample(1) is None and table.size == 0
+    table.insert(records(2, start=5))
+    assert table.sample(3) is None, "fifo waits for a full batch"
+    assert [r.id for r in table.sample(2)] == ["r5", "r6"]
+
+
+def test_stale_drops_free_the_rate_limiter():
+    table = ReplayTable(capacity=100, min_size=2, samples_per_insert=1.0, error_buffer=2.0, sampler="fifo")
+    assert table.insert(records(10, version=0)) == 4, "inserts stop at min_size + error_buffer"
+    assert table.sample(2, min_version=1) is None, "every record is stale"
+    assert table.counters.dropped_stale == 4
+    assert table.insert(records(4, start=10, version=1)) == 4, "dropped records no longer hold inserts back"
