@@ -138,12 +138,14 @@ def fetch_floor(n: int, weights: dict, rounds: int) -> float:
     return float(np.median(times))
 
 
-def learning(budget: int = 100_000, target: float = 0.05) -> None:
+def learning(budget: int = 100_000, target: float = 0.05, latency_ms: float = 0.0) -> None:
     """Serial against 2 rollout actors: trajectories and wall time until l1_exact <= target."""
     from distgfn import driver, serial
 
-    common = GRID4 + [f"learner.steps={budget // 16}", "log.every=125", "eval.every=125"]
-    print(f"learning (FM, HyperGrid ndim 4, to l1_exact <= {target}, budget {budget} trajectories)")
+    common = GRID4 + [f"learner.steps={budget // 16}", "log.every=125", "eval.every=125",
+                      f"reward.latency_ms={latency_ms}"]
+    print(f"learning (FM, HyperGrid ndim 4, reward latency {latency_ms:g} ms per batch, "
+          f"to l1_exact <= {target}, budget {budget} trajectories)")
     for name, runtime, extra in [("serial", serial, ["runtime=serial"]),
                                  ("2 actors", driver, ["runtime=ray", "actors.num=2", "ray.num_cpus=2"])]:
         cfg = load_config(None, common + extra)
@@ -221,8 +223,14 @@ PARTS = {"scaling": scaling, "broadcast": broadcast, "learning": learning, "lear
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("parts", nargs="*", choices=[*PARTS, []], default=list(PARTS))
-    for name in p.parse_args().parts:
-        PARTS[name]()
+    p.add_argument("--budget", type=int, default=100_000, help="learning: trajectories per run")
+    p.add_argument("--latency-ms", type=float, default=0.0, help="learning: reward latency per batch")
+    args = p.parse_args()
+    for name in args.parts:
+        if name == "learning":
+            learning(args.budget, latency_ms=args.latency_ms)
+        else:
+            PARTS[name]()
 
 
 if __name__ == "__main__":

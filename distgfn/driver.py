@@ -165,6 +165,7 @@ class ControlLoop:
             print("distgfn: interrupted; saving the model and stopping", file=sys.stderr)
         finally:
             self.log.close()
+            self.learner.stop.remote()
             ray.get(self.learner.save_model.remote(str(self.run_dir / "model.pt")), timeout=60)
 
     def on_batch(self, result: dict) -> None:
@@ -224,6 +225,8 @@ class Interval:
 
     def add_update(self, s: dict) -> None:
         self.step = s["step"]
+        if not s["updates"]:
+            return
         self.losses.append(s["loss"])
         self.lag_means.append(s["lag_mean"])
         self.lag_min, self.lag_max = min(self.lag_min, s["lag_min"]), max(self.lag_max, s["lag_max"])

@@ -6,6 +6,7 @@ driver hands the reference to rollout actors, which fetch it from the object sto
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -16,7 +17,7 @@ from distgfn.batch import read_record, stack_batches
 from distgfn.learning import Learner
 
 
-@ray.remote
+@ray.remote(concurrency_groups={"control": 1})
 class LearnerActor:
     def __init__(self, cfg, replay, sample_timeout_s: float = 1.0):
         torch.set_num_threads(1)
@@ -25,7 +26,14 @@ class LearnerActor:
         self.replay = replay
         self.sample_timeout_s = sample_timeout_s
         self.prefetched = None
+        self.stopping = threading.Event()
         self.publish()
+
+    @ray.method(concurrency_group="control")
+    def stop(self) -> None:
+        """Makes the running and queued train calls return at the next update (a stop must not
+        wait for records that may never come)."""
+        self.stopping.set()
 
     def publish(self) -> None:
         """One ray.put of the weights per version, announced to the replay table (which hands
@@ -49,6 +57,8 @@ class LearnerActor:
             wait_start = time.perf_counter()
             records = self.next_records()
             waited += time.perf_counter() - wait_start
+            if records is None:
+                break
             lags.extend(self.learner.step - version for version, _ in records)
             batch = stack_batches([read_record(blob) for _, blob in records])
             losses.append(self.learner.update(batch))
@@ -58,20 +68,21 @@ class LearnerActor:
             self.publish()
         return {
             "step": self.learner.step,
-            "loss": float(np.mean(losses)),
-            "lag_min": int(min(lags)),
-            "lag_mean": float(np.mean(lags)),
-            "lag_max": int(max(lags)),
+            "updates": len(losses),
+            "loss": float(np.mean(losses)) if losses else None,
+            "lag_min": int(min(lags)) if lags else None,
+            "lag_mean": float(np.mean(lags)) if lags else None,
+            "lag_max": int(max(lags)) if lags else None,
             "wait_s": waited,
             "busy_s": time.perf_counter() - start,
             "version": self.published[0],
             "weights": [self.published[1]],
         }
 
-    def next_records(self) -> list:
-        """The next batch of records; the request for the one after is sent before returning,
-        so the learner's next update does not wait on a round trip to the replay table."""
-        while True:
+    def next_records(self) -> list | None:
+        """The next batch of records (None once stopping); the request for the one after is
+        sent before returning, so the next update does not wait on a round trip to the replay."""
+        while not self.stopping.is_set():
             if self.prefetched is None:
                 self.prefetched = self.request()
             records = ray.get(self.prefetched)

@@ -133,3 +133,46 @@ def test_cli_trains_on_the_cluster_it_finds_and_samples(ray_cluster, tmp_path, c
     assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [20, 40]
     assert main(["sample", str(run), "-n", "5"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 5
+
+
+def test_ctrl_c_stops_a_run_cleanly_and_saves_the_model(tmp_path):
+    """A real `distgfn train` process on its own embedded cluster, interrupted mid-run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    config = Path(__file__).parents[1] / "configs" / "hypergrid.yaml"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "distgfn", "train", str(config), "--run-dir", str(run),
+         "--set", "learner.steps=1000000", "--set", "log.every=10", "--set", "eval.every=0",
+         "--set", "ray.num_cpus=2"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "RAY_ADDRESS": ""},
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "metrics.jsonl").exists() or not (run / "metrics.jsonl").read_text().strip():
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "no metrics row within 120 s"
+            time.sleep(0.2)  # polling a file for a bounded time, not synchronizing on a guess
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out
+    assert "interrupted; saving the model" in out
+    assert (run / "model.pt").exists()
+    assert read_metrics(run / "metrics.jsonl")[-1]["step"] < 1000000
+
+
+def test_a_reward_error_in_an_actor_reaches_the_driver_as_itself(ray_cluster):
+    from distgfn.rewards import RewardError
+
+    @ray_cluster.remote
+    def bad_reward():
+        raise RewardError("reward is not finite for 1 of 16 objects; first: x=3,4 R=nan")
+
+    with pytest.raises(RewardError, match="x=3,4 R=nan"):
+        driver.unwrap(bad_reward.remote())
