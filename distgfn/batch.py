@@ -114,10 +114,16 @@ def split_batch(batch: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
 def pack_record(part: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The wire form of a one-trajectory batch (from split_batch): fields that follow from the
     others are left out and masks are bit-packed; unpack_record restores them exactly."""
-    record = {k: v for k, v in part.items() if k not in ("traj", "first", "terminal", "parent_of", "masks")}
-    record["masks"] = np.packbits(part["masks"].ravel())
-    record["mask_width"] = np.array(part["masks"].shape[1])
-    return compact(record)
+    n_feats, n_actions = len(part["feats"]), part["masks"].shape[1]
+    # Integer widths from bounds known without scanning: rows index feats, actions are < n_actions.
+    bounds = {"row": n_feats, "parent_row": n_feats, "action": n_actions, "parent_action": n_actions,
+              "n_parents": len(part.get("parent_row", part["row"])) + n_actions}
+    record = {"log_reward": part["log_reward"], "feats": compact({"f": part["feats"]})["f"],
+              "masks": np.packbits(part["masks"].ravel()), "mask_width": np.int8(n_actions)}
+    for name, bound in bounds.items():
+        if name in part:
+            record[name] = part[name].astype(int_dtype(-1, bound), copy=False)
+    return record
 
 
 def unpack_record(record: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -154,7 +160,11 @@ INT_RANGES = [(np.dtype(t), np.iinfo(t).min, np.iinfo(t).max) for t in (np.int8,
 
 
 def smallest_int(a: np.ndarray) -> np.dtype:
-    lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
+    return int_dtype(int(a.min()), int(a.max())) if a.size else np.dtype(np.int8)
+
+
+def int_dtype(lo: int, hi: int) -> np.dtype:
+    """The smallest signed integer dtype holding every value in [lo, hi]."""
     return next((t for t, tmin, tmax in INT_RANGES if tmin <= lo and hi <= tmax), np.dtype(np.int64))
 
 

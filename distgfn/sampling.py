@@ -22,7 +22,9 @@ class Trajectories:
 
 def sample_actions(logits, masks, rng, epsilon: float = 0.0, temperature: float = 1.0) -> np.ndarray:
     """Samples from (1 - epsilon) * softmax(logits / T) + epsilon * uniform, over valid actions."""
-    scores = np.where(masks, logits / temperature + rng.gumbel(size=logits.shape), -np.inf)
+    if temperature != 1.0:
+        logits = logits / temperature
+    scores = np.where(masks, logits + rng.gumbel(size=logits.shape), -np.inf)
     actions = scores.argmax(axis=1)
     if epsilon > 0:
         explore = rng.random(len(actions)) < epsilon
@@ -45,9 +47,10 @@ def sample_trajectories(env, policy, n: int, rng, epsilon: float = 0.0, temperat
         current = state[live]
         chosen = sample_actions(policy(env.featurize(current)), env.masks(current), rng, epsilon, temperature)
         actions[live, t] = chosen
-        state[live] = env.step(current, chosen)
+        reached = env.step(current, chosen)
+        state[live] = reached
         states[:, t + 1] = state
-        live = live[~env.is_terminal(state[live])]
+        live = live[~env.is_terminal(reached)]
     if len(live):
         raise RuntimeError(f"{len(live)} trajectories did not terminate within env.max_steps={env.max_steps}")
     return Trajectories(states, actions, (actions >= 0).sum(axis=1))
