@@ -24,15 +24,18 @@ class RolloutActor:
         self.insert_timeout_s = insert_timeout_s
         self.pending = None  # (records, ObjectRef of their insert)
 
-    def run(self, n_batches: int) -> dict:
-        """Samples n_batches batches and sends their records to the replay table. Each insert
-        completes during the next batch, overlapping with its sampling (a rate-limited insert
-        makes it wait), and its acknowledgement brings the newest weights, adopted at once."""
+    def run(self, seconds: float, max_batches: int | None = None) -> dict:
+        """Samples batches for `seconds` (at least one batch, at most max_batches) and sends
+        their records to the replay table. Each insert completes during the next batch,
+        overlapping with its sampling (a rate-limited insert makes it wait), and its
+        acknowledgement brings the newest weights, adopted at once. Reporting by time keeps the
+        driver's calls few whether a batch takes milliseconds or minutes."""
         if self.worker.version < 0:
             self.adopt(*ray.get(self.replay.latest.remote()))
         stats = {"objects": [], "versions": [], "reward_s": [], "sample_s": 0.0, "insert_wait_s": 0.0,
                  "record_bytes": 0, "records": 0}
-        for _ in range(n_batches):
+        end = time.perf_counter() + seconds
+        while not stats["versions"] or (time.perf_counter() < end and len(stats["versions"]) != max_batches):
             stats["insert_wait_s"] += self.flush()
             start = time.perf_counter()
             rollout = self.worker.sample()

@@ -69,9 +69,9 @@ def scaling(counts=(1, 2, 4, 8, 16), seconds: float = 10.0, objective: str = "fm
     ray.shutdown()
 
 
-def sample_for(actors, seconds: float, batches: int = 4) -> float:
+def sample_for(actors, seconds: float, report_s: float = 0.5) -> float:
     """Trajectories per second with one run call always in flight per actor (after a warm-up)."""
-    inflight = {a.run.remote(batches): a for a in actors}
+    inflight = {a.run.remote(report_s): a for a in actors}
     count, start, warm = 0, None, time.perf_counter() + 2.0
     while True:
         (ref,), _ = ray.wait(list(inflight), num_returns=1)
@@ -84,7 +84,7 @@ def sample_for(actors, seconds: float, batches: int = 4) -> float:
             count += n
             if now - start >= seconds:
                 return count / (now - start)
-        inflight[actor.run.remote(batches)] = actor
+        inflight[actor.run.remote(report_s)] = actor
 
 
 def broadcast(counts=(1, 4, 16), rounds: int = 30) -> None:

@@ -89,8 +89,9 @@ class LearnerConfig:
 class ActorsConfig:
     num: int = 2
     cpus: float = 0.5
-    # Batches an actor samples per call from the driver (new weights are adopted between batches).
-    batches_per_call: int = 4
+    # Seconds an actor samples per call from the driver before reporting (at least one batch);
+    # new weights are adopted between batches either way.
+    report_every_s: float = 0.5
 
 
 @dataclass
@@ -175,7 +176,7 @@ RANGES = [
     ("learner.max_policy_lag", lambda v: v >= 0, ">= 0"),
     ("actors.num", lambda v: v >= 1, ">= 1"),
     ("actors.cpus", lambda v: v >= 0, ">= 0"),
-    ("actors.batches_per_call", lambda v: v >= 1, ">= 1"),
+    ("actors.report_every_s", lambda v: v >= 0, ">= 0"),
     ("replay.capacity", lambda v: v >= 1, ">= 1"),
     ("replay.min_size", lambda v: v >= 1, ">= 1"),
     ("replay.samples_per_insert", lambda v: v is None or v > 0, "> 0 or null"),

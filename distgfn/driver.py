@@ -4,7 +4,7 @@
     learner = LearnerActor(cfg, replay)             a GPU when the cluster has one
     actors  = [RolloutActor(cfg, seed_i, replay)]   actors.num of them, actors.cpus each
 
-Each rollout actor always has one `run` call (actors.batches_per_call batches) in flight;
+Each rollout actor always has one `run` call (actors.report_every_s of sampling) in flight;
 the learner always has two `train` calls (log.every updates each) queued, so neither waits
 on the driver. Records go
 from actors to the replay table to the learner directly, and new weights from the learner
@@ -141,8 +141,8 @@ class ControlLoop:
     def run(self) -> None:
         # One learner call per metrics row: the driver's round trips stay off the learner's time.
         steps, per_call = self.cfg.learner.steps, self.cfg.log.every
-        batches = self.cfg.actors.batches_per_call
-        sampling = {a.run.remote(batches): a for a in self.actors}
+        seconds = self.cfg.actors.report_every_s
+        sampling = {a.run.remote(seconds): a for a in self.actors}
         calls = [min(per_call, steps - done) for done in range(0, steps, per_call)]
         training = deque(self.learner.train.remote(n) for n in calls[:2])
         calls = calls[2:]
@@ -155,7 +155,7 @@ class ControlLoop:
                 if ready[0] in sampling:
                     actor = sampling.pop(ready[0])
                     self.on_batch(unwrap(ready[0]))
-                    sampling[actor.run.remote(batches)] = actor
+                    sampling[actor.run.remote(seconds)] = actor
                     continue
                 stats = unwrap(training.popleft())
                 if calls:

@@ -89,7 +89,7 @@ def test_actors_adopt_published_versions_and_stale_records_are_dropped(ray_clust
     actor = RolloutActor.options(num_cpus=0).remote(cfg, seed=1, name="a", replay=replay, insert_timeout_s=30)
     model = make_model(cfg.model, make_env(cfg.env))
     ray.get(replay.publish.remote(5, [ray.put(get_weights(model))]))
-    result = ray.get(actor.run.remote(1), timeout=60)
+    result = ray.get(actor.run.remote(0.0), timeout=60)
     assert result["versions"] == [5] and ray.get(actor.version.remote()) == 5
     ray.get(actor.flush.remote())  # its records are in; the acknowledgement named version 5
     ray.get(replay.publish.remote(3, [ray.put(get_weights(model))]))
@@ -97,7 +97,7 @@ def test_actors_adopt_published_versions_and_stale_records_are_dropped(ray_clust
     for p in model.parameters():
         p.data.zero_()
     ray.get(replay.publish.remote(7, [ray.put(get_weights(model))]))
-    result = ray.get(actor.run.remote(2), timeout=60)
+    result = ray.get(actor.run.remote(60.0, max_batches=2), timeout=60)
     # The first batch still samples with 5; its insert acknowledgement brings 7 for the second.
     assert result["versions"] == [5, 7] and ray.get(actor.version.remote()) == 7
 
