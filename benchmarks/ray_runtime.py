@@ -61,7 +61,7 @@ def scaling(counts=(1, 2, 4, 8, 16), seconds: float = 10.0, objective: str = "fm
     for n in counts:
         replay = make_replay()
         actors = make_actors(cfg, n, replay)
-        rate = sample_for(actors, seconds)
+        rate = sample_for(actors, replay, seconds)
         base = base or rate
         print(f"  {n:2d} actors: {rate:7.0f} traj/s  ideal {n * base:7.0f}  efficiency {rate / (n * base):.0%}")
         for a in actors + [replay]:
@@ -69,22 +69,26 @@ def scaling(counts=(1, 2, 4, 8, 16), seconds: float = 10.0, objective: str = "fm
     ray.shutdown()
 
 
-def sample_for(actors, seconds: float, report_s: float = 0.5) -> float:
-    """Trajectories per second with one run call always in flight per actor (after a warm-up)."""
+def sample_for(actors, replay, seconds: float, report_s: float = 1.0) -> float:
+    """Trajectories per second into the replay table (its insert counter, one record per
+    trajectory), with one run call always in flight per actor, after a 3 s warm-up."""
     inflight = {a.run.remote(report_s): a for a in actors}
-    count, start, warm = 0, None, time.perf_counter() + 2.0
-    while True:
-        (ref,), _ = ray.wait(list(inflight), num_returns=1)
-        actor = inflight.pop(ref)
-        n = len(ray.get(ref)["objects"])
-        now = time.perf_counter()
-        if start is None and now >= warm:
-            start, count = now, 0
-        elif start is not None:
-            count += n
-            if now - start >= seconds:
-                return count / (now - start)
-        inflight[actor.run.remote(report_s)] = actor
+
+    def keep_sampling(until: float) -> None:
+        while (left := until - time.perf_counter()) > 0:
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=left)
+            for ref in ready:
+                actor = inflight.pop(ref)
+                ray.get(ref)
+                inflight[actor.run.remote(report_s)] = actor
+
+    def inserted() -> int:
+        return ray.get(replay.stats.remote())["inserted"]
+
+    keep_sampling(time.perf_counter() + 3.0)
+    t0, n0 = time.perf_counter(), inserted()
+    keep_sampling(t0 + seconds)
+    return (inserted() - n0) / (time.perf_counter() - t0)
 
 
 def broadcast(counts=(1, 4, 16), rounds: int = 30) -> None:

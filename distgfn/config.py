@@ -80,7 +80,7 @@ class LearnerConfig:
     # Ray runtime: CPUs reserved for the learner actor (a GPU is added when the cluster has one).
     cpus: float = 1.0
     # Updates between weight publications to the rollout actors.
-    publish_every: int = 2
+    publish_every: int = 4
     # Records sampled more than this many policy versions ago are dropped (and counted).
     max_policy_lag: int = 20
 
@@ -91,7 +91,7 @@ class ActorsConfig:
     cpus: float = 0.5
     # Seconds an actor samples per call from the driver before reporting (at least one batch);
     # new weights are adopted between batches either way.
-    report_every_s: float = 0.5
+    report_every_s: float = 1.0
 
 
 @dataclass
@@ -238,7 +238,7 @@ def error_buffer(cfg: Config) -> float:
     """replay.error_buffer, or by default room for a few batches of drift each way."""
     if cfg.replay.error_buffer is not None:
         return cfg.replay.error_buffer
-    return 4.0 * ((cfg.replay.samples_per_insert or 0) + cfg.sampler.batch_size)
+    return 2.0 * ((cfg.replay.samples_per_insert or 0) + cfg.sampler.batch_size)
 
 
 def build_section(cls, raw: Any, prefix: str):
