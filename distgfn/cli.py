@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     try:
         return args.func(args)
-    except (ConfigError, RewardError, RunDirError) as e:
+    except (ConfigError, RewardError, RunDirError, TimeoutError) as e:
         print(f"distgfn: error: {e}", file=sys.stderr)
         return 2
 

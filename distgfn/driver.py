@@ -1,15 +1,14 @@
 """The Ray runtime's driver: starts or joins Ray, creates the roles, runs the control loop.
 
-    replay  = ReplayActor(...)                      one async actor, no CPU reserved
+    replay  = ReplayActor(...)                      one threaded actor, no CPU reserved
     learner = LearnerActor(cfg, replay)             a GPU when the cluster has one
     actors  = [RolloutActor(cfg, seed_i, replay)]   actors.num of them, actors.cpus each
 
 Each rollout actor always has one `run` call (actors.report_every_s of sampling) in flight;
 the learner always has two `train` calls (log.every updates each) queued, so neither waits
-on the driver. Records go
-from actors to the replay table to the learner directly, and new weights from the learner
-to the actors through the replay table's insert acknowledgements; the driver only collects
-statistics, evaluates and logs.
+on the driver. Records go from actors to the replay table to the learner directly, and new
+weights from the learner to the actors through the replay table's insert acknowledgements;
+the driver only collects statistics, evaluates and logs.
 """
 
 from __future__ import annotations
@@ -165,8 +164,16 @@ class ControlLoop:
             print("distgfn: interrupted; saving the model and stopping", file=sys.stderr)
         finally:
             self.log.close()
+            self.save_model()
+
+    def save_model(self) -> None:
+        """Saves the learner's model; a learner that cannot is reported, not allowed to hide
+        the error that ended the run."""
+        try:
             self.learner.stop.remote()
             ray.get(self.learner.save_model.remote(str(self.run_dir / "model.pt")), timeout=60)
+        except ray.exceptions.RayError as e:
+            print(f"distgfn: warning: the model could not be saved: {type(e).__name__}: {e}", file=sys.stderr)
 
     def on_batch(self, result: dict) -> None:
         self.trajectories += len(result["objects"])

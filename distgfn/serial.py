@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -43,6 +44,8 @@ def train(cfg: Config, run_dir: Path, progress=print_progress) -> Learner:
                 log.write(row)
                 progress(row, cfg.learner.steps)
                 losses = []
+    except KeyboardInterrupt:
+        print("distgfn: interrupted; saving the model and stopping", file=sys.stderr)
     finally:
         log.close()
     torch.save(learner.model.state_dict(), run_dir / "model.pt")
