@@ -42,24 +42,22 @@ def _pack_array(obj):
     if obj.dtype.str not in DTYPES:
         raise TypeError(f"cannot encode arrays of dtype {obj.dtype}")
     header = msgpack.packb([obj.dtype.str, list(obj.shape)])
-    return msgpack.ExtType(NDARRAY, header + np.ascontiguousarray(obj).tobytes())
+    # Payload: header length (1 byte), msgpack header [dtype, shape], raw little-endian data.
+    return msgpack.ExtType(NDARRAY, bytes([len(header)]) + header + np.ascontiguousarray(obj).tobytes())
 
 
 def _unpack_array(code: int, payload: bytes):
     if code != NDARRAY:
         raise WireError(f"unknown extension type {code}")
-    unpacker = msgpack.Unpacker(raw=False)
-    unpacker.feed(payload)
+    end = 1 + payload[0] if payload else 0
     try:
-        dtype, shape = next(unpacker)
-        dtype = np.dtype(dtype) if dtype in DTYPES else None
-        if dtype is None or not all(isinstance(n, int) and n >= 0 for n in shape):
-            raise WireError(f"bad array header {dtype!r} {shape!r}")
-        body = payload[unpacker.tell():]
-        if len(body) != dtype.itemsize * int(np.prod(shape)):
-            raise WireError(f"array of {dtype} {tuple(shape)} needs {dtype.itemsize * int(np.prod(shape))} bytes, got {len(body)}")
-    except (StopIteration, ValueError, TypeError) as e:
-        if isinstance(e, WireError):
-            raise
+        dtype, shape = msgpack.unpackb(payload[1:end], raw=False)
+    except (ValueError, TypeError, msgpack.UnpackException) as e:
         raise WireError(f"bad array header: {e}") from None
-    return np.frombuffer(body, dtype=dtype).reshape(shape)
+    if not isinstance(dtype, str) or dtype not in DTYPES or not isinstance(shape, list) or not all(type(n) is int and n >= 0 for n in shape):
+        raise WireError(f"bad array header {dtype!r} {shape!r}")
+    dtype = np.dtype(dtype)
+    size = dtype.itemsize * int(np.prod(shape))
+    if len(payload) - end != size:
+        raise WireError(f"array of {dtype} {tuple(shape)} needs {size} bytes, got {len(payload) - end}")
+    return np.frombuffer(payload, dtype=dtype, offset=end).reshape(shape)

@@ -35,3 +35,13 @@ def test_random_bytes_never_crash():
             decode(data)
         except WireError:
             pass
+
+
+@pytest.mark.parametrize("header", [[["<i8"], [2]], ["|O", [1]], ["<i8", [-1]], ["<i8", "2"], ["<i8"], 7])
+def test_malicious_array_headers_are_rejected(header):
+    import msgpack
+
+    head = msgpack.packb(header)
+    data = msgpack.packb(msgpack.ExtType(1, bytes([len(head)]) + head + bytes(16)))
+    with pytest.raises(WireError, match="bad array header"):
+        decode(data)
