@@ -40,6 +40,19 @@ class Learner:
         self.step += 1
         return loss.item()
 
+    def state(self) -> dict:
+        """Everything needed to continue training (Saveable): tensors and plain values only, so
+        it round-trips through torch.save and torch.load(weights_only=True)."""
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(), "step": self.step, "torch_rng": torch.get_rng_state()}
+
+    def restore(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.step = state["step"]
+        torch.set_rng_state(state["torch_rng"])
+
     def weights(self):
         """The policy version is the number of updates applied."""
         return self.step, get_weights(self.model)

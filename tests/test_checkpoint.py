@@ -1,0 +1,71 @@
+"""Checkpoint storage and the learner's state round trip (groundwork for resume)."""
+
+import io
+
+import pytest
+import torch
+
+from distgfn import checkpoint
+from distgfn.config import load_config
+from distgfn.learning import Learner
+from distgfn.rollout import RolloutWorker
+
+
+def test_save_then_load_returns_the_newest_and_keeps_only_keep(tmp_path):
+    for step in (10, 20, 30, 40):
+        checkpoint.save(tmp_path, step, {"a.bin": f"a{step}".encode(), "b.bin": b"b"}, keep=2)
+    assert [p.name for p in checkpoint.complete_checkpoints(tmp_path)] == ["step-000000000030", "step-000000000040"]
+    assert checkpoint.load_latest(tmp_path) == (40, {"a.bin": b"a40", "b.bin": b"b"})
+    assert not list(tmp_path.glob(".tmp-*")), "no temporary directory is left behind"
+
+
+def test_torn_checkpoint_is_skipped_with_a_warning_naming_it(tmp_path):
+    checkpoint.save(tmp_path, 10, {"a.bin": b"ten"})
+    torn = checkpoint.save(tmp_path, 20, {"a.bin": b"twenty"})
+    (torn / checkpoint.MANIFEST).unlink()  # as if killed between the files and the marker
+    with pytest.warns(UserWarning, match=r"step-000000000020: torn: no MANIFEST.json"):
+        assert checkpoint.load_latest(tmp_path) == (10, {"a.bin": b"ten"})
+
+
+def test_corrupted_file_is_skipped(tmp_path):
+    checkpoint.save(tmp_path, 10, {"a.bin": b"ten"})
+    bad = checkpoint.save(tmp_path, 20, {"a.bin": b"twenty"})
+    (bad / "a.bin").write_bytes(b"twentx")
+    with pytest.warns(UserWarning, match=r"a.bin is corrupted"):
+        assert checkpoint.load_latest(tmp_path)[0] == 10
+
+
+def test_no_usable_checkpoint_is_a_clear_error(tmp_path):
+    bad = checkpoint.save(tmp_path, 5, {"a.bin": b"x"})
+    (bad / "a.bin").unlink()
+    with pytest.warns(UserWarning), pytest.raises(checkpoint.CheckpointError, match=r"no usable checkpoint .*missing"):
+        checkpoint.load_latest(tmp_path)
+    with pytest.raises(checkpoint.CheckpointError, match="none found"):
+        checkpoint.load_latest(tmp_path / "empty")
+
+
+def to_bytes(state) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def test_learner_restored_from_a_checkpoint_continues_exactly(tmp_path):
+    cfg = load_config(None, ["env.height=5", "model.hidden=32", "learner.steps=60"])
+    worker = RolloutWorker(cfg, seed=1)
+    batches = [worker.sample().batch for _ in range(50)]  # fixed data: only the learner varies
+    torch.manual_seed(0)
+    original = Learner(cfg)
+    for batch in batches[:30]:
+        original.update(batch)
+    checkpoint.save(tmp_path, original.step, {"learner.pt": to_bytes(original.state())})
+    expected = [original.update(batch) for batch in batches[30:]]
+
+    torch.manual_seed(123)  # a different initialization, overwritten by the restore
+    resumed = Learner(cfg)
+    step, files = checkpoint.load_latest(tmp_path)
+    resumed.restore(torch.load(io.BytesIO(files["learner.pt"]), weights_only=True))
+    assert step == resumed.step == 30
+    assert [resumed.update(batch) for batch in batches[30:]] == expected
+    for name, value in original.state()["model"].items():
+        assert torch.equal(value, resumed.state()["model"][name]), name
