@@ -10,17 +10,20 @@ then renamed into place. `load_latest` returns the newest checkpoint whose manif
 and whose files match their checksums; a torn one (no manifest) or a corrupted one is
 skipped with a warning that names it, and the one before is used.
 
-(Groundwork for issue 4: not yet wired into the runtimes or the CLI.)
+The serial runtime checkpoints through this module; the Ray runtime does not yet.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
 import warnings
 from pathlib import Path
+
+import torch
 
 MANIFEST = "MANIFEST.json"
 
@@ -92,6 +95,18 @@ def complete_checkpoints(root: Path) -> list[Path]:
 def prune(root: Path, keep: int) -> None:
     for path in complete_checkpoints(root)[:-keep] if keep > 0 else []:
         shutil.rmtree(path)
+
+
+def state_to_bytes(state: dict) -> bytes:
+    """A role's state (tensors, arrays as tensors, plain values) as bytes for a checkpoint file."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def state_from_bytes(data: bytes) -> dict:
+    """The inverse of state_to_bytes; never unpickles arbitrary objects (weights_only)."""
+    return torch.load(io.BytesIO(data), weights_only=True)
 
 
 def sha256(data: bytes) -> str:

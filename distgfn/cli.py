@@ -30,8 +30,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     sub = p.add_subparsers(required=True, metavar="COMMAND")
 
-    t = sub.add_parser("train", help="train a GFlowNet from a YAML config")
-    t.add_argument("config", help="YAML config file, e.g. configs/hypergrid.yaml")
+    t = sub.add_parser("train", help="train a GFlowNet from a YAML config, or resume a run")
+    t.add_argument("config", nargs="?", help="YAML config file, e.g. configs/hypergrid.yaml")
+    t.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                   help="continue RUN_DIR from its newest usable checkpoint (its config.yaml, plus --set)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     t.add_argument("--run-dir", type=Path, help="output directory (default runs/<config>-<time>)")
     t.set_defaults(func=cmd_train)
@@ -52,6 +54,10 @@ class RunDirError(ValueError):
 def cmd_train(args) -> int:
     from distgfn import driver, serial
 
+    if (args.config is None) == (args.resume is None):
+        raise RunDirError("give either CONFIG or --resume RUN_DIR")
+    if args.resume:
+        return resume(args)
     cfg = load_config(args.config, args.set)
     run_dir = args.run_dir or Path("runs") / f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     if (run_dir / "metrics.jsonl").exists():
@@ -62,6 +68,25 @@ def cmd_train(args) -> int:
           f"run directory {run_dir}", file=sys.stderr)
     (serial if cfg.runtime == "serial" else driver).train(cfg, run_dir)
     print(f"distgfn: done; model in {run_dir / 'model.pt'}", file=sys.stderr)
+    return 0
+
+
+def resume(args) -> int:
+    from distgfn import serial
+    from distgfn.checkpoint import CheckpointError
+
+    if not (args.resume / "config.yaml").exists():
+        raise RunDirError(f"{args.resume / 'config.yaml'} not found; is {args.resume} a run directory?")
+    cfg = load_config(args.resume / "config.yaml", args.set)
+    if cfg.runtime != "serial":
+        raise RunDirError("resume is implemented for the serial runtime so far (runtime: serial); "
+                          "the Ray runtime does not write checkpoints yet")
+    save_config(cfg, args.resume / "config.yaml")
+    try:
+        serial.train(cfg, args.resume, resume=True)
+    except CheckpointError as e:
+        raise RunDirError(str(e)) from None
+    print(f"distgfn: done; model in {args.resume / 'model.pt'}", file=sys.stderr)
     return 0
 
 

@@ -120,6 +120,16 @@ class RayConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    # Learner updates between checkpoints (a multiple of log.every; 0: only at the end and on
+    # a clean stop). Serial runtime only so far.
+    every: int = 0
+    keep: int = 3
+    # Directory for checkpoints (null: RUN_DIR/checkpoints).
+    path: Optional[str] = None
+
+
+@dataclass
 class EvalConfig:
     # Learner updates between exact evaluations (0: only at the end); a multiple of log.every.
     every: int = 100
@@ -147,6 +157,7 @@ class Config:
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
 
@@ -183,6 +194,8 @@ RANGES = [
     ("replay.error_buffer", lambda v: v is None or v >= 0, ">= 0 or null"),
     ("replay.alpha", lambda v: v >= 0, ">= 0"),
     ("ray.progress_timeout_s", lambda v: v > 0, "> 0"),
+    ("checkpoint.every", lambda v: v >= 0, ">= 0"),
+    ("checkpoint.keep", lambda v: v >= 1, ">= 1"),
     ("eval.every", lambda v: v >= 0, ">= 0"),
     ("eval.empirical_window", lambda v: v >= 1, ">= 1"),
     ("log.every", lambda v: v >= 1, ">= 1"),
@@ -225,6 +238,8 @@ def from_dict(raw: dict) -> Config:
             raise ConfigError(f"{key} must be {rule}; got {value!r}")
     if cfg.eval.every % cfg.log.every:
         raise ConfigError(f"eval.every ({cfg.eval.every}) must be a multiple of log.every ({cfg.log.every})")
+    if cfg.checkpoint.every % cfg.log.every:
+        raise ConfigError(f"checkpoint.every ({cfg.checkpoint.every}) must be a multiple of log.every ({cfg.log.every})")
     spi = cfg.replay.samples_per_insert
     try:
         check_settings(cfg.replay.capacity, cfg.replay.min_size, spi, error_buffer(cfg), cfg.sampler.batch_size)

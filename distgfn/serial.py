@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from distgfn import checkpoint
 from distgfn.config import Config
 from distgfn.evaluation import GridEvaluator
 from distgfn.learning import Learner
@@ -21,35 +23,84 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
 
 
-def train(cfg: Config, run_dir: Path, progress=print_progress) -> Learner:
+def train(cfg: Config, run_dir: Path, progress=print_progress, resume: bool = False) -> Learner:
+    """Trains to learner.steps; with resume, continues from the newest usable checkpoint."""
     seed_everything(cfg.seed)
     learner = Learner(cfg)
     # On CPU the worker samples with the learner's own model; on a GPU it keeps a CPU copy.
     shared = learner.device.type == "cpu"
     worker = RolloutWorker(cfg, seed=cfg.seed, model=learner.model if shared else None)
     evaluator = GridEvaluator(learner.env, worker.reward, cfg.reward.beta, cfg.eval.empirical_window)
-    log = MetricsLog(run_dir / "metrics.jsonl")
     clock = Clock()
-    trajectories, losses = 0, []
+    run = SerialRun(cfg, run_dir, learner, worker, evaluator, clock)
+    if resume:
+        run.restore()
+    log = MetricsLog(run_dir / "metrics.jsonl")
+    losses = []
     try:
         while learner.step < cfg.learner.steps:
             if not shared:
                 worker.set_weights(*learner.weights())
             rollout = worker.sample()
             losses.append(learner.update(rollout.batch))
-            trajectories += len(rollout.objects)
+            run.trajectories += len(rollout.objects)
             evaluator.observe(rollout.objects)
             if learner.step % cfg.log.every == 0 or learner.step == cfg.learner.steps:
-                row = metrics_row(cfg, learner, evaluator, clock, trajectories, losses)
+                row = metrics_row(cfg, learner, evaluator, clock, run.trajectories, losses)
                 log.write(row)
                 progress(row, cfg.learner.steps)
                 losses = []
+                if cfg.checkpoint.every and learner.step % cfg.checkpoint.every == 0:
+                    run.save()
     except KeyboardInterrupt:
-        print("distgfn: interrupted; saving the model and stopping", file=sys.stderr)
+        print("distgfn: interrupted; saving a checkpoint and the model, then stopping", file=sys.stderr)
     finally:
         log.close()
+    run.save()
     torch.save(learner.model.state_dict(), run_dir / "model.pt")
     return learner
+
+
+class SerialRun:
+    """Checkpoints of a serial run: the learner, the sampler's RNG, the evaluation window, the
+    counters, and the last metrics row they match (rows after it are dropped on resume)."""
+
+    def __init__(self, cfg, run_dir, learner, worker, evaluator, clock):
+        self.cfg, self.run_dir = cfg, run_dir
+        self.learner, self.worker, self.evaluator, self.clock = learner, worker, evaluator, clock
+        self.trajectories = 0
+        self.root = Path(cfg.checkpoint.path) if cfg.checkpoint.path else run_dir / "checkpoints"
+
+    def save(self) -> None:
+        t = self.evaluator.tracker
+        run = {"worker_rng": self.worker.rng.bit_generator.state, "trajectories": self.trajectories,
+               "wall_s": self.clock.wall(), "metrics_step": self.learner.step,
+               "ring": torch.from_numpy(t.ring), "counts": torch.from_numpy(t.counts), "seen": t.seen,
+               "mode_hit": torch.from_numpy(t.mode_hit)}
+        files = {"learner.pt": checkpoint.state_to_bytes(self.learner.state()), "run.pt": checkpoint.state_to_bytes(run)}
+        checkpoint.save(self.root, self.learner.step, files, keep=self.cfg.checkpoint.keep)
+
+    def restore(self) -> None:
+        step, files = checkpoint.load_latest(self.root)
+        self.learner.restore(checkpoint.state_from_bytes(files["learner.pt"]))
+        run = checkpoint.state_from_bytes(files["run.pt"])
+        self.worker.rng.bit_generator.state = run["worker_rng"]
+        self.trajectories = run["trajectories"]
+        self.clock.start -= run["wall_s"]
+        self.clock.restart(self.trajectories)
+        t = self.evaluator.tracker
+        t.ring[:], t.counts[:], t.mode_hit[:] = run["ring"].numpy(), run["counts"].numpy(), run["mode_hit"].numpy()
+        t.seen = run["seen"]
+        keep_rows_through(self.run_dir / "metrics.jsonl", run["metrics_step"])
+        print(f"distgfn: resuming from the checkpoint at step {step} in {self.root}", file=sys.stderr)
+
+
+def keep_rows_through(path: Path, step: int) -> None:
+    """Drops metrics rows logged after `step` (written after the checkpoint being resumed)."""
+    if path.exists():
+        rows = [line for line in path.read_text().splitlines() if line.strip()]
+        kept = [line for line in rows if json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in kept))
 
 
 class Clock:

@@ -1,7 +1,5 @@
 """Checkpoint storage and the learner's state round trip (groundwork for resume)."""
 
-import io
-
 import pytest
 import torch
 
@@ -44,12 +42,6 @@ def test_no_usable_checkpoint_is_a_clear_error(tmp_path):
         checkpoint.load_latest(tmp_path / "empty")
 
 
-def to_bytes(state) -> bytes:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    return buffer.getvalue()
-
-
 def test_learner_restored_from_a_checkpoint_continues_exactly(tmp_path):
     cfg = load_config(None, ["env.height=5", "model.hidden=32", "learner.steps=60"])
     worker = RolloutWorker(cfg, seed=1)
@@ -58,14 +50,71 @@ def test_learner_restored_from_a_checkpoint_continues_exactly(tmp_path):
     original = Learner(cfg)
     for batch in batches[:30]:
         original.update(batch)
-    checkpoint.save(tmp_path, original.step, {"learner.pt": to_bytes(original.state())})
+    checkpoint.save(tmp_path, original.step, {"learner.pt": checkpoint.state_to_bytes(original.state())})
     expected = [original.update(batch) for batch in batches[30:]]
 
     torch.manual_seed(123)  # a different initialization, overwritten by the restore
     resumed = Learner(cfg)
     step, files = checkpoint.load_latest(tmp_path)
-    resumed.restore(torch.load(io.BytesIO(files["learner.pt"]), weights_only=True))
+    resumed.restore(checkpoint.state_from_bytes(files["learner.pt"]))
     assert step == resumed.step == 30
     assert [resumed.update(batch) for batch in batches[30:]] == expected
     for name, value in original.state()["model"].items():
         assert torch.equal(value, resumed.state()["model"][name]), name
+
+
+class Crash(Exception):
+    """Stands in for a killed process: nothing after it runs."""
+
+
+def run_serial(tmp_path, name, stop_at=None, error=KeyboardInterrupt, resume=False):
+    from distgfn import serial
+
+    cfg = load_config(None, ["runtime=serial", "env.height=5", "model.hidden=32", "learner.steps=60",
+                             "log.every=10", "eval.every=10", "checkpoint.every=20"])
+    run_dir = tmp_path / name
+    run_dir.mkdir(exist_ok=True)
+
+    def progress(row, total):
+        if row["step"] == stop_at:
+            raise error()
+
+    serial.train(cfg, run_dir, progress=progress, resume=resume)
+    return read_rows(run_dir)
+
+
+def read_rows(run_dir):
+    from distgfn.metrics import read_metrics
+
+    keys = ("step", "trajectories", "loss", "l1_exact", "l1_empirical", "modes_found")
+    return [{k: r[k] for k in keys} for r in read_metrics(run_dir / "metrics.jsonl")]
+
+
+def test_a_stopped_serial_run_resumes_to_the_same_curve(tmp_path):
+    expected = run_serial(tmp_path, "whole")
+    stopped = run_serial(tmp_path, "stopped", stop_at=40)
+    assert [r["step"] for r in stopped] == [10, 20, 30, 40]
+    assert checkpoint.load_latest(tmp_path / "stopped" / "checkpoints")[0] == 40, "a clean stop checkpoints"
+    assert run_serial(tmp_path, "stopped", resume=True) == expected
+
+
+def test_a_killed_serial_run_resumes_from_its_last_checkpoint_without_duplicate_rows(tmp_path):
+    expected = run_serial(tmp_path, "whole")
+    with pytest.raises(Crash):
+        run_serial(tmp_path, "killed", stop_at=50, error=Crash)
+    assert [r["step"] for r in read_rows(tmp_path / "killed")] == [10, 20, 30, 40, 50]
+    assert run_serial(tmp_path, "killed", resume=True) == expected
+
+
+def test_cli_resume_errors_are_clear(tmp_path, capsys):
+    from distgfn.cli import main
+
+    assert main(["train", "--resume", str(tmp_path / "nope")]) == 2
+    assert "config.yaml not found" in capsys.readouterr().err
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "config.yaml").write_text("runtime: serial\n")
+    assert main(["train", "--resume", str(tmp_path / "r")]) == 2
+    assert "no usable checkpoint" in capsys.readouterr().err
+    (tmp_path / "r" / "config.yaml").write_text("runtime: ray\n")
+    assert main(["train", "--resume", str(tmp_path / "r")]) == 2
+    assert "serial runtime so far" in capsys.readouterr().err
