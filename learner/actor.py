@@ -1,7 +1,8 @@
 """The learner actor: trains on batches from the replay table and publishes weights.
 
-Weights are published as one `ray.put` of a flat dict of numpy arrays per version; the
-driver hands the reference to rollout actors, which fetch it from the object store.
+Weights are published as one `ray.put` of a flat dict of numpy arrays per version and
+announced to the replay table, whose insert acknowledgements hand the reference to the
+rollout actors; they read the arrays from the object store.
 """
 
 from __future__ import annotations
@@ -41,13 +42,6 @@ class LearnerActor:
         version, weights = self.learner.weights()
         self.published = (version, ray.put(weights))
         self.replay.publish.remote(version, [self.published[1]])
-
-    def latest(self) -> tuple[int, list]:
-        """(version, [ObjectRef of the weights]); the list keeps Ray from resolving the ref."""
-        return self.published[0], [self.published[1]]
-
-    def device(self) -> str:
-        return str(self.learner.device)
 
     def train(self, n_updates: int) -> dict:
         """n_updates objective steps, publishing every learner.publish_every updates and at the
