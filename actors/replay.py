@@ -13,6 +13,7 @@ import time
 
 import ray
 
+from distgfn import checkpoint
 from distgfn.replay import ReplayTable, parse_record
 from distgfn.wire import WireError
 
@@ -83,6 +84,20 @@ class ReplayActor:
                 if done or left <= 0:
                     return
                 self.changed.wait(left)
+
+    def state_bytes(self) -> bytes:
+        """The table's contents, counters and RNG, for a checkpoint."""
+        with self.changed:
+            state = self.table.state()
+        return checkpoint.state_to_bytes(state)
+
+    def restore_bytes(self, data: bytes, requeue: list[bytes] = ()) -> None:
+        """Continues from state_bytes(); `requeue` holds records the learner had taken but not
+        trained on when the checkpoint was made."""
+        state = checkpoint.state_from_bytes(data)
+        with self.changed:
+            self.table.restore(state, [parse_record(blob) for blob in requeue])
+            self.changed.notify_all()
 
     def stats(self) -> dict:
         with self.changed:

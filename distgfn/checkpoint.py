@@ -10,7 +10,7 @@ then renamed into place. `load_latest` returns the newest checkpoint whose manif
 and whose files match their checksums; a torn one (no manifest) or a corrupted one is
 skipped with a warning that names it, and the one before is used.
 
-The serial runtime checkpoints through this module; the Ray runtime does not yet.
+Both runtimes checkpoint through this module (distgfn.serial, distgfn.driver).
 """
 
 from __future__ import annotations

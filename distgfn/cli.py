@@ -13,11 +13,13 @@ import torch
 
 from distgfn.config import ConfigError, load_config, save_config
 from distgfn.rewards import RewardError
+from distgfn.signals import stop_on_sigterm
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     torch.set_num_threads(args.threads)
+    stop_on_sigterm()
     try:
         return args.func(args)
     except (ConfigError, RewardError, RunDirError, TimeoutError) as e:
@@ -72,18 +74,15 @@ def cmd_train(args) -> int:
 
 
 def resume(args) -> int:
-    from distgfn import serial
+    from distgfn import driver, serial
     from distgfn.checkpoint import CheckpointError
 
     if not (args.resume / "config.yaml").exists():
         raise RunDirError(f"{args.resume / 'config.yaml'} not found; is {args.resume} a run directory?")
     cfg = load_config(args.resume / "config.yaml", args.set)
-    if cfg.runtime != "serial":
-        raise RunDirError("resume is implemented for the serial runtime so far (runtime: serial); "
-                          "the Ray runtime does not write checkpoints yet")
     save_config(cfg, args.resume / "config.yaml")
     try:
-        serial.train(cfg, args.resume, resume=True)
+        (serial if cfg.runtime == "serial" else driver).train(cfg, args.resume, resume=True)
     except CheckpointError as e:
         raise RunDirError(str(e)) from None
     print(f"distgfn: done; model in {args.resume / 'model.pt'}", file=sys.stderr)

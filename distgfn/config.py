@@ -122,7 +122,7 @@ class RayConfig:
 @dataclass
 class CheckpointConfig:
     # Learner updates between checkpoints (a multiple of log.every; 0: only at the end and on
-    # a clean stop). Serial runtime only so far.
+    # a clean stop).
     every: int = 0
     keep: int = 3
     # Directory for checkpoints (null: RUN_DIR/checkpoints).

@@ -23,23 +23,31 @@ from pathlib import Path
 import numpy as np
 import ray
 
+from distgfn import checkpoint, wire
 from distgfn.config import Config, ConfigError, error_buffer
 from distgfn.envs import make_env
 from distgfn.evaluation import GridEvaluator
 from distgfn.learning import policy_log_probs
-from distgfn.metrics import MetricsLog, print_progress
+from distgfn.metrics import MetricsLog, drop_rows_after, print_progress
 from distgfn.models import make_model, set_weights
 from distgfn.rewards import make_reward
+from distgfn.signals import stop_on_sigterm
 
 WORKER_ENV = {"env_vars": {"OMP_NUM_THREADS": "1"}}
 
 
-def train(cfg: Config, run_dir: Path, progress=print_progress) -> None:
+def train(cfg: Config, run_dir: Path, progress=print_progress, resume: bool = False) -> None:
+    """Trains to learner.steps; with resume, continues from the newest usable checkpoint."""
+    saved = checkpoint.load_latest(checkpoint_root(cfg, run_dir)) if resume else None
     started_ray = connect(cfg)
+    stop_on_sigterm()
     roles = []
     try:
-        roles = create_roles(cfg)
-        ControlLoop(cfg, run_dir, *roles, progress=progress).run()
+        roles = create_roles(cfg, first_step=saved[0] if saved else 0)
+        loop = ControlLoop(cfg, run_dir, *roles, progress=progress)
+        if saved:
+            loop.restore(*saved)
+        loop.run()
     finally:
         for handle in flatten(roles):
             ray.kill(handle)
@@ -64,7 +72,13 @@ def connect(cfg: Config) -> bool:
     return True
 
 
-def create_roles(cfg: Config):
+def checkpoint_root(cfg: Config, run_dir: Path) -> Path:
+    return Path(cfg.checkpoint.path) if cfg.checkpoint.path else run_dir / "checkpoints"
+
+
+def create_roles(cfg: Config, first_step: int = 0):
+    """The replay table, the learner and the rollout actors. Actor seeds depend on the step a
+    run starts from, so a resumed run does not replay the random streams of its start."""
     from actors.replay import ReplayActor
     from actors.rollout import RolloutActor
     from learner.actor import LearnerActor
@@ -81,12 +95,16 @@ def create_roles(cfg: Config):
     ).remote(cfg, replay)
     actors = [
         RolloutActor.options(num_cpus=cfg.actors.cpus, runtime_env=WORKER_ENV).remote(
-            cfg, seed=cfg.seed * 1000 + i + 1, name=f"actor{i}", replay=replay,
+            cfg, seed=actor_seed(cfg.seed, i, first_step), name=f"actor{i}", replay=replay,
             insert_timeout_s=cfg.ray.progress_timeout_s,
         )
         for i in range(cfg.actors.num)
     ]
     return replay, learner, actors
+
+
+def actor_seed(seed: int, actor: int, first_step: int) -> int:
+    return int(np.random.SeedSequence([seed, actor, first_step]).generate_state(1)[0])
 
 
 def learner_gpus(cfg: Config) -> int:
@@ -136,13 +154,40 @@ class ControlLoop:
         self.step = self.trajectories = 0
         self.interval = Interval()
         self.start = time.perf_counter()
+        self.checkpoints = checkpoint_root(cfg, run_dir)
+
+    def restore(self, step: int, files: dict[str, bytes]) -> None:
+        """Continues from a checkpoint: the replay table (with the records the learner had taken
+        but not trained on), the learner, then the driver's own counters and metrics."""
+        pending = wire.decode(files["pending.msgpack"])
+        ray.get(self.replay.restore_bytes.remote(files["replay.pt"], pending))
+        self.step = unwrap(self.learner.restore.remote(files["learner.pt"]))
+        driver = checkpoint.state_from_bytes(files["driver.pt"])
+        self.trajectories = driver["trajectories"]
+        self.start -= driver["wall_s"]
+        self.evaluator.tracker.restore(driver["tracker"])
+        self.interval = Interval(self.step, ray.get(self.replay.stats.remote()))
+        drop_rows_after(self.run_dir / "metrics.jsonl", self.step)
+        print(f"distgfn: resuming from the checkpoint at step {step} in {self.checkpoints}", file=sys.stderr)
+
+    def save_checkpoint(self) -> None:
+        """A snapshot of the learner and replay table (taken by the learner between updates,
+        while the actors keep sampling) and the driver's counters, written whole or not at all."""
+        snap = ray.get(self.learner.snapshot.remote(), timeout=self.cfg.ray.progress_timeout_s)
+        driver = {"trajectories": self.trajectories, "wall_s": time.perf_counter() - self.start,
+                  "tracker": self.evaluator.tracker.state()}
+        files = {"learner.pt": snap["learner"], "replay.pt": ray.get(snap["replay"][0]),
+                 "pending.msgpack": wire.encode(snap["pending"]), "driver.pt": checkpoint.state_to_bytes(driver)}
+        checkpoint.save(self.checkpoints, snap["step"], files, keep=self.cfg.checkpoint.keep)
 
     def run(self) -> None:
         # One learner call per metrics row: the driver's round trips stay off the learner's time.
         steps, per_call = self.cfg.learner.steps, self.cfg.log.every
         seconds = self.cfg.actors.report_every_s
         sampling = {a.run.remote(seconds): a for a in self.actors}
-        calls = [min(per_call, steps - done) for done in range(0, steps, per_call)]
+        # Calls end on multiples of log.every, also when resuming from a step between them.
+        ends = sorted({*range(self.step - self.step % per_call + per_call, steps, per_call), steps})
+        calls = [end - start for start, end in zip([self.step] + ends, ends) if end > start]
         training = deque(self.learner.train.remote(n) for n in calls[:2])
         calls = calls[2:]
         try:
@@ -160,8 +205,11 @@ class ControlLoop:
                 if calls:
                     training.append(self.learner.train.remote(calls.pop(0)))
                 self.on_update(stats)
+            self.save_checkpoint()
         except KeyboardInterrupt:
-            print("distgfn: interrupted; saving the model and stopping", file=sys.stderr)
+            print("distgfn: interrupted; saving a checkpoint and the model, then stopping", file=sys.stderr)
+            self.learner.stop.remote()  # no update waits for records that will not come
+            self.save_checkpoint()
         finally:
             self.log.close()
             self.save_model()
@@ -189,6 +237,8 @@ class ControlLoop:
             row = self.metrics_row(stats["weights"] if evaluate else None)
             self.log.write(row)
             self.progress(row, self.cfg.learner.steps)
+            if crossed(previous, self.step, self.cfg.checkpoint.every):
+                self.save_checkpoint()
 
     def metrics_row(self, weights) -> dict:
         replay = ray.get(self.replay.stats.remote(), timeout=self.cfg.ray.progress_timeout_s)

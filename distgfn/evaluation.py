@@ -12,6 +12,7 @@ and P_policy(x) the same sum into the terminal state of x. No sampling noise.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 
 def exact_distribution(env, log_policy) -> np.ndarray:
@@ -75,6 +76,15 @@ class EmpiricalTracker:
             np.add.at(self.counts, chunk, 1)
             self.mode_hit[chunk] = True
             self.seen += len(chunk)
+
+    def state(self) -> dict:
+        """The window and the modes seen, as tensors (for checkpoints)."""
+        return {"ring": torch.from_numpy(self.ring.copy()), "counts": torch.from_numpy(self.counts.copy()),
+                "mode_hit": torch.from_numpy(self.mode_hit.copy()), "seen": self.seen}
+
+    def restore(self, state: dict) -> None:
+        self.ring[:], self.counts[:] = state["ring"].numpy(), state["counts"].numpy()
+        self.mode_hit[:], self.seen = state["mode_hit"].numpy(), state["seen"]
 
     def l1_empirical(self) -> float:
         total = self.counts.sum()

@@ -23,6 +23,14 @@ class MetricsLog:
         self.file.close()
 
 
+def drop_rows_after(path: Path, step: int) -> None:
+    """Drops rows logged after `step`: a resumed run continues from a checkpoint at `step`, so
+    the rows written after it would otherwise appear twice."""
+    if path.exists():
+        rows = [line for line in path.read_text().splitlines() if line.strip()]
+        path.write_text("".join(line + "\n" for line in rows if json.loads(line)["step"] <= step))
+
+
 def read_metrics(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 

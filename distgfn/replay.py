@@ -159,13 +159,16 @@ class ReplayTable:
         return {"records": [asdict(self.records[s]) for s in live], "counters": asdict(self.counters),
                 "rng": self.rng.bit_generator.state}
 
-    def restore(self, state: dict) -> None:
+    def restore(self, state: dict, requeue: list[Record] = ()) -> None:
+        """Continues from state(). `requeue`: records that had been sampled but not trained on
+        when the state was taken; they go back in as the oldest, and count as unsampled."""
         self.records = [None] * self.capacity
         self.slot_of, self.next_slot = {}, 0
-        inserted = Counters(**state["counters"])
-        for r in state["records"][-self.capacity:]:
-            self._put(Record(**r))
-        self.counters = inserted
+        counters = Counters(**state["counters"])
+        for r in (list(requeue) + [Record(**r) for r in state["records"]])[-self.capacity:]:
+            self._put(r)
+        counters.sampled -= len(requeue)
+        self.counters = counters
         self.rng.bit_generator.state = state["rng"]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ from distgfn import checkpoint
 from distgfn.config import Config
 from distgfn.evaluation import GridEvaluator
 from distgfn.learning import Learner
-from distgfn.metrics import MetricsLog, mean, print_progress
+from distgfn.metrics import MetricsLog, drop_rows_after, mean, print_progress
 from distgfn.rollout import RolloutWorker
 
 
@@ -72,11 +71,9 @@ class SerialRun:
         self.root = Path(cfg.checkpoint.path) if cfg.checkpoint.path else run_dir / "checkpoints"
 
     def save(self) -> None:
-        t = self.evaluator.tracker
         run = {"worker_rng": self.worker.rng.bit_generator.state, "trajectories": self.trajectories,
                "wall_s": self.clock.wall(), "metrics_step": self.learner.step,
-               "ring": torch.from_numpy(t.ring), "counts": torch.from_numpy(t.counts), "seen": t.seen,
-               "mode_hit": torch.from_numpy(t.mode_hit)}
+               "tracker": self.evaluator.tracker.state()}
         files = {"learner.pt": checkpoint.state_to_bytes(self.learner.state()), "run.pt": checkpoint.state_to_bytes(run)}
         checkpoint.save(self.root, self.learner.step, files, keep=self.cfg.checkpoint.keep)
 
@@ -88,19 +85,9 @@ class SerialRun:
         self.trajectories = run["trajectories"]
         self.clock.start -= run["wall_s"]
         self.clock.restart(self.trajectories)
-        t = self.evaluator.tracker
-        t.ring[:], t.counts[:], t.mode_hit[:] = run["ring"].numpy(), run["counts"].numpy(), run["mode_hit"].numpy()
-        t.seen = run["seen"]
-        keep_rows_through(self.run_dir / "metrics.jsonl", run["metrics_step"])
+        self.evaluator.tracker.restore(run["tracker"])
+        drop_rows_after(self.run_dir / "metrics.jsonl", run["metrics_step"])
         print(f"distgfn: resuming from the checkpoint at step {step} in {self.root}", file=sys.stderr)
-
-
-def keep_rows_through(path: Path, step: int) -> None:
-    """Drops metrics rows logged after `step` (written after the checkpoint being resumed)."""
-    if path.exists():
-        rows = [line for line in path.read_text().splitlines() if line.strip()]
-        kept = [line for line in rows if json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in kept))
 
 
 class Clock:

@@ -14,6 +14,7 @@ import numpy as np
 import ray
 import torch
 
+from distgfn import checkpoint
 from distgfn.batch import read_record, stack_batches
 from distgfn.learning import Learner
 
@@ -28,6 +29,8 @@ class LearnerActor:
         self.sample_timeout_s = sample_timeout_s
         self.prefetched = None
         self.stopping = threading.Event()
+        # Held for each update (fetch, train, publish), so a snapshot falls between updates.
+        self.lock = threading.Lock()
         self.publish()
 
     @ray.method(concurrency_group="control")
@@ -48,18 +51,20 @@ class LearnerActor:
         end. Returns the call's statistics."""
         losses, lags, waited, start = [], [], 0.0, time.perf_counter()
         for _ in range(n_updates):
-            wait_start = time.perf_counter()
-            records = self.next_records()
-            waited += time.perf_counter() - wait_start
-            if records is None:
-                break
-            lags.extend(self.learner.step - version for version, _ in records)
-            batch = stack_batches([read_record(blob) for _, blob in records])
-            losses.append(self.learner.update(batch))
-            if self.learner.step % self.cfg.learner.publish_every == 0:
+            with self.lock:
+                wait_start = time.perf_counter()
+                records = self.next_records()
+                waited += time.perf_counter() - wait_start
+                if records is None:
+                    break
+                lags.extend(self.learner.step - version for version, _ in records)
+                batch = stack_batches([read_record(blob) for _, blob in records])
+                losses.append(self.learner.update(batch))
+                if self.learner.step % self.cfg.learner.publish_every == 0:
+                    self.publish()
+        with self.lock:
+            if self.published[0] != self.learner.step:
                 self.publish()
-        if self.published[0] != self.learner.step:
-            self.publish()
         return {
             "step": self.learner.step,
             "updates": len(losses),
@@ -88,6 +93,26 @@ class LearnerActor:
         # The batch asked for now trains at the next step (it is prefetched), hence the + 1.
         min_version = self.learner.step + 1 - self.cfg.learner.max_policy_lag
         return self.replay.sample.remote(self.cfg.sampler.batch_size, min_version, self.sample_timeout_s)
+
+    @ray.method(concurrency_group="control")
+    def snapshot(self) -> dict:
+        """A consistent checkpoint of the learner and the replay table, taken between updates.
+        The prefetched batch (already out of the replay table, not yet trained on) is returned
+        as `pending`, and no other request is outstanding while the replay table is saved, so
+        no record is in neither and none in both."""
+        with self.lock:
+            pending = ray.get(self.prefetched) if self.prefetched is not None else None
+            replay = self.replay.state_bytes.remote()
+            ray.wait([replay], fetch_local=False)
+            return {"step": self.learner.step, "learner": checkpoint.state_to_bytes(self.learner.state()),
+                    "pending": [blob for _, blob in pending or []], "replay": [replay]}
+
+    def restore(self, data: bytes) -> int:
+        """Continues from a snapshot's learner bytes; returns the restored step."""
+        with self.lock:
+            self.learner.restore(checkpoint.state_from_bytes(data))
+            self.publish()
+        return self.learner.step
 
     def save_model(self, path: str) -> None:
         torch.save(self.learner.model.state_dict(), path)

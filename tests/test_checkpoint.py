@@ -115,6 +115,5 @@ def test_cli_resume_errors_are_clear(tmp_path, capsys):
     (tmp_path / "r" / "config.yaml").write_text("runtime: serial\n")
     assert main(["train", "--resume", str(tmp_path / "r")]) == 2
     assert "no usable checkpoint" in capsys.readouterr().err
-    (tmp_path / "r" / "config.yaml").write_text("runtime: ray\n")
-    assert main(["train", "--resume", str(tmp_path / "r")]) == 2
-    assert "serial runtime so far" in capsys.readouterr().err
+    assert main(["train", "configs/x.yaml", "--resume", str(tmp_path / "r")]) == 2
+    assert "either CONFIG or --resume" in capsys.readouterr().err

@@ -135,7 +135,8 @@ def test_cli_trains_on_the_cluster_it_finds_and_samples(ray_cluster, tmp_path, c
     assert len(capsys.readouterr().out.splitlines()) == 5
 
 
-def test_ctrl_c_stops_a_run_cleanly_and_saves_the_model(tmp_path):
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_stops_a_run_cleanly_with_a_checkpoint_and_the_model(tmp_path, signum):
     """A real `distgfn train` process on its own embedded cluster, interrupted mid-run."""
     import os
     import signal
@@ -157,13 +158,16 @@ def test_ctrl_c_stops_a_run_cleanly_and_saves_the_model(tmp_path):
             assert proc.poll() is None, proc.stdout.read()
             assert time.monotonic() < deadline, "no metrics row within 120 s"
             time.sleep(0.2)  # polling a file for a bounded time, not synchronizing on a guess
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(getattr(signal, signum))
         out, _ = proc.communicate(timeout=120)
     finally:
         proc.kill()
     assert proc.returncode == 0, out
-    assert "interrupted; saving the model" in out
+    assert "interrupted; saving a checkpoint and the model" in out
     assert (run / "model.pt").exists()
+    from distgfn import checkpoint
+
+    assert checkpoint.load_latest(run / "checkpoints")[0] >= read_metrics(run / "metrics.jsonl")[-1]["step"]
     assert read_metrics(run / "metrics.jsonl")[-1]["step"] < 1000000
 
 
@@ -176,3 +180,67 @@ def test_a_reward_error_in_an_actor_reaches_the_driver_as_itself(ray_cluster):
 
     with pytest.raises(RewardError, match="x=3,4 R=nan"):
         driver.unwrap(bad_reward.remote())
+
+
+class Crash(Exception):
+    """Stands in for a driver that dies: the periodic checkpoint is all that is left."""
+
+
+def test_a_run_that_dies_resumes_from_its_checkpoint_without_gaps_or_duplicates(ray_cluster, tmp_path):
+    overrides = ["learner.steps=200", "log.every=50", "eval.every=50", "checkpoint.every=100",
+                 "replay.min_size=16"]
+    cfg = load_config(None, overrides)
+
+    def crash_at_150(row, total):
+        if row["step"] == 150:
+            raise Crash()
+
+    with pytest.raises(Crash):
+        driver.train(cfg, tmp_path, progress=crash_at_150)
+    from distgfn import checkpoint
+
+    step, files = checkpoint.load_latest(tmp_path / "checkpoints")
+    assert 100 <= step <= 150 and set(files) == {"learner.pt", "replay.pt", "pending.msgpack", "driver.pt"}
+    driver.train(cfg, tmp_path, progress=quiet, resume=True)
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [50, 100, 150, 200]
+    counts = [r["trajectories"] for r in rows]
+    assert counts == sorted(counts) and counts[0] > 0, "the trajectory counter carries on, never restarts"
+    assert rows[-1]["l1_exact"] < rows[0]["l1_exact"], "training carries on from the checkpoint"
+    assert checkpoint.load_latest(tmp_path / "checkpoints")[0] == 200, "the finished run checkpoints"
+
+
+def test_a_driver_killed_with_sigkill_resumes_without_gaps_or_duplicates(ray_cluster, tmp_path):
+    """A real `distgfn train` process joins this test's cluster and is SIGKILLed after its
+    first checkpoint; `distgfn train --resume` then finishes the run."""
+    import glob
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address}
+    config = Path(__file__).parents[1] / "configs" / "hypergrid.yaml"
+    common = ["--set", "learner.steps=600", "--set", "log.every=50", "--set", "eval.every=50",
+              "--set", "checkpoint.every=100", "--set", "replay.min_size=16"]
+    proc = subprocess.Popen([sys.executable, "-m", "distgfn", "train", str(config), "--run-dir", str(run), *common],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not glob.glob(str(run / "checkpoints" / "step-*" / "MANIFEST.json")):
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.2)  # polling a file for a bounded time, not synchronizing on a guess
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    before = [r["step"] for r in read_metrics(run / "metrics.jsonl")]
+    resumed = subprocess.run([sys.executable, "-m", "distgfn", "train", "--resume", str(run)],
+                             capture_output=True, text=True, env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resuming from the checkpoint" in resumed.stderr
+    steps = [r["step"] for r in read_metrics(run / "metrics.jsonl")]
+    assert steps == list(range(50, 601, 50)), f"before the kill: {before}"

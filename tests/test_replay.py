@@ -107,3 +107,14 @@ def test_stale_drops_free_the_rate_limiter():
     assert table.sample(2, min_version=1) is None, "every record is stale"
     assert table.counters.dropped_stale == 4
     assert table.insert(records(4, start=10, version=1)) == 4, "dropped records no longer hold inserts back"
+
+
+def test_restore_requeues_taken_records_as_the_oldest_and_unsampled():
+    table = ReplayTable(capacity=10, sampler="fifo")
+    table.insert(records(4))
+    taken = table.sample(2)
+    state = table.state()
+    copy = ReplayTable(capacity=10, sampler="fifo")
+    copy.restore(state, requeue=taken)
+    assert copy.counters.sampled == 0 and copy.counters.inserted == 4
+    assert [r.id for r in copy.sample(4)] == ["r0", "r1", "r2", "r3"]
