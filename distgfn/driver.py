@@ -24,7 +24,7 @@ import numpy as np
 import ray
 
 from distgfn import checkpoint, wire
-from distgfn.config import Config, ConfigError, error_buffer
+from distgfn.config import Config, ConfigError, config_text, error_buffer
 from distgfn.envs import make_env
 from distgfn.evaluation import GridEvaluator
 from distgfn.learning import policy_log_probs
@@ -177,7 +177,8 @@ class ControlLoop:
         driver = {"trajectories": self.trajectories, "wall_s": time.perf_counter() - self.start,
                   "tracker": self.evaluator.tracker.state()}
         files = {"learner.pt": snap["learner"], "replay.pt": ray.get(snap["replay"][0]),
-                 "pending.msgpack": wire.encode(snap["pending"]), "driver.pt": checkpoint.state_to_bytes(driver)}
+                 "pending.msgpack": wire.encode(snap["pending"]), "driver.pt": checkpoint.state_to_bytes(driver),
+                 "config.yaml": config_text(self.cfg).encode()}
         checkpoint.save(self.checkpoints, snap["step"], files, keep=self.cfg.checkpoint.keep)
 
     def run(self) -> None:

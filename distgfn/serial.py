@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from distgfn import checkpoint
-from distgfn.config import Config
+from distgfn.config import Config, config_text
 from distgfn.evaluation import GridEvaluator
 from distgfn.learning import Learner
 from distgfn.metrics import MetricsLog, drop_rows_after, mean, print_progress
@@ -74,7 +74,8 @@ class SerialRun:
         run = {"worker_rng": self.worker.rng.bit_generator.state, "trajectories": self.trajectories,
                "wall_s": self.clock.wall(), "metrics_step": self.learner.step,
                "tracker": self.evaluator.tracker.state()}
-        files = {"learner.pt": checkpoint.state_to_bytes(self.learner.state()), "run.pt": checkpoint.state_to_bytes(run)}
+        files = {"learner.pt": checkpoint.state_to_bytes(self.learner.state()),
+                 "run.pt": checkpoint.state_to_bytes(run), "config.yaml": config_text(self.cfg).encode()}
         checkpoint.save(self.root, self.learner.step, files, keep=self.cfg.checkpoint.keep)
 
     def restore(self) -> None:
