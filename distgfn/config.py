@@ -92,6 +92,8 @@ class ActorsConfig:
     # Seconds an actor samples per call from the driver before reporting (at least one batch);
     # new weights are adopted between batches either way.
     report_every_s: float = 1.0
+    # Times Ray restarts a rollout actor that died (-1: without limit).
+    max_restarts: int = 10
 
 
 @dataclass
@@ -188,6 +190,7 @@ RANGES = [
     ("actors.num", lambda v: v >= 1, ">= 1"),
     ("actors.cpus", lambda v: v >= 0, ">= 0"),
     ("actors.report_every_s", lambda v: v >= 0, ">= 0"),
+    ("actors.max_restarts", lambda v: v >= -1, ">= -1"),
     ("replay.capacity", lambda v: v >= 1, ">= 1"),
     ("replay.min_size", lambda v: v >= 1, ">= 1"),
     ("replay.samples_per_insert", lambda v: v is None or v > 0, "> 0 or null"),

@@ -94,7 +94,8 @@ def create_roles(cfg: Config, first_step: int = 0):
         num_cpus=cfg.learner.cpus, num_gpus=learner_gpus(cfg), runtime_env=WORKER_ENV
     ).remote(cfg, replay)
     actors = [
-        RolloutActor.options(num_cpus=cfg.actors.cpus, runtime_env=WORKER_ENV).remote(
+        RolloutActor.options(num_cpus=cfg.actors.cpus, runtime_env=WORKER_ENV, max_restarts=cfg.actors.max_restarts,
+                             max_task_retries=0).remote(
             cfg, seed=actor_seed(cfg.seed, i, first_step), name=f"actor{i}", replay=replay,
             insert_timeout_s=cfg.ray.progress_timeout_s,
         )
@@ -151,7 +152,8 @@ class ControlLoop:
         self.eval_model = make_model(cfg.model, self.env)
         reward = make_reward(cfg.reward, self.env)
         self.evaluator = GridEvaluator(self.env, reward, cfg.reward.beta, cfg.eval.empirical_window)
-        self.step = self.trajectories = 0
+        self.step = self.trajectories = self.actor_restarts = 0
+        self.failures, self.restarting = {}, set()
         self.interval = Interval()
         self.start = time.perf_counter()
         self.checkpoints = checkpoint_root(cfg, run_dir)
@@ -191,16 +193,27 @@ class ControlLoop:
         calls = [end - start for start, end in zip([self.step] + ends, ends) if end > start]
         training = deque(self.learner.train.remote(n) for n in calls[:2])
         calls = calls[2:]
+        retry = {}  # actor -> when to call it again (it is restarting)
         try:
             while training:
-                ready, _ = ray.wait(list(sampling) + [training[0]], num_returns=1,
-                                    timeout=self.cfg.ray.progress_timeout_s)
-                if not ready:
+                for actor in [a for a, due in retry.items() if due <= time.monotonic()]:
+                    del retry[actor]
+                    sampling[actor.run.remote(seconds)] = actor
+                wait_s = min([self.cfg.ray.progress_timeout_s] + [due - time.monotonic() for due in retry.values()])
+                ready, _ = ray.wait(list(sampling) + [training[0]], num_returns=1, timeout=max(wait_s, 0.0))
+                if not ready and not retry:
                     raise TimeoutError(self.stalled_message())
+                if not ready:
+                    continue
                 if ready[0] in sampling:
                     actor = sampling.pop(ready[0])
-                    self.on_batch(unwrap(ready[0]))
-                    sampling[actor.run.remote(seconds)] = actor
+                    outcome = self.on_batch(ready[0], actor)
+                    if outcome == "ok":
+                        sampling[actor.run.remote(seconds)] = actor
+                    elif outcome == "restarting":
+                        retry[actor] = time.monotonic() + 0.5
+                    elif not sampling and not retry:
+                        raise RuntimeError("every rollout actor died more than actors.max_restarts times")
                     continue
                 stats = unwrap(training.popleft())
                 if calls:
@@ -224,10 +237,30 @@ class ControlLoop:
         except ray.exceptions.RayError as e:
             print(f"distgfn: warning: the model could not be saved: {type(e).__name__}: {e}", file=sys.stderr)
 
-    def on_batch(self, result: dict) -> None:
+    def on_batch(self, ref, actor) -> str:
+        """Takes an actor's report: "ok", "restarting" (call it again shortly) or "dead" (it
+        died more than actors.max_restarts times). A call whose actor died is lost: Ray
+        restarts the actor, which adopts the newest weights before sampling again. Its last
+        batch's records may or may not have reached the replay table: whole, or in part if
+        rate-limited at that moment."""
+        key = actor._actor_id
+        try:
+            result = unwrap(ref)
+        except ray.exceptions.RayActorError as e:
+            if key in self.restarting:  # a retry while Ray restarts it: nothing new was lost
+                return "restarting"
+            self.restarting.add(key)
+            self.interval.lost_calls += 1
+            self.actor_restarts += 1
+            failures = self.failures[key] = self.failures.get(key, 0) + 1
+            limit = self.cfg.actors.max_restarts
+            print(f"distgfn: a rollout actor failed ({type(e).__name__}); failure {failures}", file=sys.stderr)
+            return "restarting" if limit < 0 or failures <= limit else "dead"
+        self.restarting.discard(key)
         self.trajectories += len(result["objects"])
         self.evaluator.observe(result["objects"])
         self.interval.add_batch(result)
+        return "ok"
 
     def on_update(self, stats: dict) -> None:
         previous, self.step = self.step, stats["step"]
@@ -244,7 +277,8 @@ class ControlLoop:
     def metrics_row(self, weights) -> dict:
         replay = ray.get(self.replay.stats.remote(), timeout=self.cfg.ray.progress_timeout_s)
         row = {"step": self.step, "trajectories": self.trajectories,
-               "wall_s": round(time.perf_counter() - self.start, 3)}
+               "wall_s": round(time.perf_counter() - self.start, 3), "actor_failures": self.actor_restarts,
+               "lost_actor_calls": self.interval.lost_calls}
         row.update(self.interval.summary(replay))
         row.update(self.evaluator.sampled_metrics())
         if weights is not None:
@@ -271,7 +305,7 @@ class Interval:
         self.start = time.perf_counter()
         self.first_step = self.step = step
         self.replay = replay or {"inserted": 0, "sampled": 0}
-        self.trajectories = self.record_bytes = self.records = 0
+        self.trajectories = self.record_bytes = self.records = self.lost_calls = 0
         self.losses, self.lag_means, self.reward_s = [], [], []
         self.lag_min, self.lag_max, self.learner_wait_s = math.inf, -math.inf, 0.0
 

@@ -12,7 +12,7 @@ from distgfn.wire import encode
 ROW_KEYS = {"step", "trajectories", "wall_s", "loss", "traj_per_s", "policy_lag_min", "policy_lag_mean",
             "policy_lag_max", "replay_size", "updates_per_s", "inserts_per_s", "samples_per_insert",
             "dropped_stale", "reward_latency_ms", "record_bytes_mean", "learner_wait_frac",
-            "l1_empirical", "modes_found", "modes_total"}
+            "l1_empirical", "modes_found", "modes_total", "actor_failures", "lost_actor_calls"}
 
 
 def quiet(row, total):
@@ -244,3 +244,42 @@ def test_a_driver_killed_with_sigkill_resumes_without_gaps_or_duplicates(ray_clu
     assert "resuming from the checkpoint" in resumed.stderr
     steps = [r["step"] for r in read_metrics(run / "metrics.jsonl")]
     assert steps == list(range(50, 601, 50)), f"before the kill: {before}"
+
+
+def answer_when_back(ray, call, timeout_s):
+    """call() -> ObjectRef of an actor method, retried while Ray restarts the actor (bounded)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return ray.get(call(), timeout=timeout_s)
+        except ray.exceptions.ActorUnavailableError:
+            assert time.monotonic() < deadline, "the actor did not come back"
+            time.sleep(0.2)
+
+
+def test_a_killed_rollout_actor_restarts_with_current_weights_and_the_run_completes(ray_cluster, tmp_path):
+    ray = ray_cluster
+    cfg = load_config(None, ["learner.steps=300", "log.every=50", "eval.every=150", "replay.min_size=16",
+                             "actors.report_every_s=0.2"])
+    killed = {}
+
+    def kill_one_actor_at_100(row, total):
+        if row["step"] == 100:
+            actor = loop.actors[0]
+            killed["version_before"] = ray.get(actor.version.remote())
+            ray.kill(actor, no_restart=False)  # the process dies; Ray may restart it
+
+    replay, learner, actors = driver.create_roles(cfg)
+    loop = driver.ControlLoop(cfg, tmp_path, replay, learner, actors, progress=kill_one_actor_at_100)
+    try:
+        loop.run()
+        first_batch = answer_when_back(ray, lambda: actors[0].run.remote(0.0), timeout_s=60)
+    finally:
+        for handle in [replay, learner, *actors]:
+            ray.kill(handle)
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [50, 100, 150, 200, 250, 300]
+    assert rows[-1]["actor_failures"] >= 1 and sum(r["lost_actor_calls"] for r in rows) >= 1
+    assert first_batch["versions"][0] > killed["version_before"], "the restarted actor samples with current weights"
