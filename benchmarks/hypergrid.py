@@ -57,7 +57,7 @@ def main() -> None:
     p.add_argument("--objectives", nargs="+", default=["fm", "tb"])
     args = p.parse_args()
     torch.set_num_threads(1)
-    print(f"HyperGrid ndim 4 height 8, batch 16, MLP 2x256, lr 1e-3 (cosine), torch threads 1")
+    print("HyperGrid ndim 4 height 8, batch 16, MLP 2x256, lr 1e-3 (cosine), torch threads 1")
     for objective in args.objectives:
         rate = speed(objective)
         print(f"{objective}: {rate:.0f} trajectories/s sampled and trained")

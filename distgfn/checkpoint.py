@@ -32,6 +32,11 @@ class CheckpointError(RuntimeError):
     """No usable checkpoint, or one that fails verification; the message says which and why."""
 
 
+def root_for(cfg, run_dir: Path) -> Path:
+    """checkpoint.path, or RUN_DIR/checkpoints by default."""
+    return Path(cfg.checkpoint.path) if cfg.checkpoint.path else Path(run_dir) / "checkpoints"
+
+
 def save(root: Path, step: int, files: dict[str, bytes], keep: int = 3) -> Path:
     """Writes a complete checkpoint for `step` and keeps the newest `keep` complete ones."""
     root = Path(root)

@@ -38,7 +38,7 @@ WORKER_ENV = {"env_vars": {"OMP_NUM_THREADS": "1"}}
 
 def train(cfg: Config, run_dir: Path, progress=print_progress, resume: bool = False) -> None:
     """Trains to learner.steps; with resume, continues from the newest usable checkpoint."""
-    saved = checkpoint.load_latest(checkpoint_root(cfg, run_dir)) if resume else None
+    saved = checkpoint.load_latest(checkpoint.root_for(cfg, run_dir)) if resume else None
     started_ray = connect(cfg)
     stop_on_sigterm()
     roles = []
@@ -70,10 +70,6 @@ def connect(cfg: Config) -> bool:
     print(f"distgfn: starting an embedded local Ray cluster ({num_cpus} CPUs)", file=sys.stderr)
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env=WORKER_ENV)
     return True
-
-
-def checkpoint_root(cfg: Config, run_dir: Path) -> Path:
-    return Path(cfg.checkpoint.path) if cfg.checkpoint.path else run_dir / "checkpoints"
 
 
 def create_roles(cfg: Config, first_step: int = 0):
@@ -156,7 +152,7 @@ class ControlLoop:
         self.failures, self.restarting = {}, set()
         self.interval = Interval()
         self.start = time.perf_counter()
-        self.checkpoints = checkpoint_root(cfg, run_dir)
+        self.checkpoints = checkpoint.root_for(cfg, run_dir)
 
     def restore(self, step: int, files: dict[str, bytes]) -> None:
         """Continues from a checkpoint: the replay table (with the records the learner had taken

@@ -68,7 +68,7 @@ class SerialRun:
         self.cfg, self.run_dir = cfg, run_dir
         self.learner, self.worker, self.evaluator, self.clock = learner, worker, evaluator, clock
         self.trajectories = 0
-        self.root = Path(cfg.checkpoint.path) if cfg.checkpoint.path else run_dir / "checkpoints"
+        self.root = checkpoint.root_for(cfg, run_dir)
 
     def save(self) -> None:
         run = {"worker_rng": self.worker.rng.bit_generator.state, "trajectories": self.trajectories,
