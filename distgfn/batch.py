@@ -118,7 +118,7 @@ def pack_record(part: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     # Integer widths from bounds known without scanning: rows index feats, actions are < n_actions.
     bounds = {"row": n_feats, "parent_row": n_feats, "action": n_actions, "parent_action": n_actions,
               "n_parents": len(part.get("parent_row", part["row"])) + n_actions}
-    record = {"log_reward": part["log_reward"], "feats": compact({"f": part["feats"]})["f"],
+    record = {"log_reward": part["log_reward"], "feats": part["feats"].astype(smallest_int(part["feats"])),
               "masks": np.packbits(part["masks"].ravel()), "mask_width": np.int8(n_actions)}
     for name, bound in bounds.items():
         if name in part:
@@ -149,11 +149,6 @@ def write_record(record_id: str, version: int, log_reward: float, part: dict[str
 def read_record(blob: bytes) -> dict[str, np.ndarray]:
     """The one-trajectory batch of a record from write_record."""
     return unpack_record(wire.decode(wire.decode(blob)["batch"]))
-
-
-def compact(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Integer arrays in the smallest dtype that holds them, for the wire and the replay table."""
-    return {k: v.astype(smallest_int(v)) if v.dtype.kind == "i" else v for k, v in batch.items()}
 
 
 INT_RANGES = [(np.dtype(t), np.iinfo(t).min, np.iinfo(t).max) for t in (np.int8, np.int16, np.int32)]

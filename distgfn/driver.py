@@ -28,7 +28,7 @@ from distgfn.config import Config, ConfigError, config_text, error_buffer
 from distgfn.envs import make_env
 from distgfn.evaluation import GridEvaluator
 from distgfn.learning import policy_log_probs
-from distgfn.metrics import MetricsLog, drop_rows_after, print_progress
+from distgfn.metrics import MetricsLog, drop_rows_after, mean, print_progress
 from distgfn.models import make_model, set_weights
 from distgfn.rewards import make_reward
 from distgfn.signals import stop_on_sigterm
@@ -148,8 +148,8 @@ class ControlLoop:
         self.eval_model = make_model(cfg.model, self.env)
         reward = make_reward(cfg.reward, self.env)
         self.evaluator = GridEvaluator(self.env, reward, cfg.reward.beta, cfg.eval.empirical_window)
-        self.step = self.trajectories = self.actor_restarts = 0
-        self.failures, self.restarting = {}, set()
+        self.step = self.trajectories = 0
+        self.failures, self.restarting = {}, set()  # actor id -> deaths; actors being restarted
         self.interval = Interval()
         self.start = time.perf_counter()
         self.checkpoints = checkpoint.root_for(cfg, run_dir)
@@ -247,7 +247,6 @@ class ControlLoop:
                 return "restarting"
             self.restarting.add(key)
             self.interval.lost_calls += 1
-            self.actor_restarts += 1
             failures = self.failures[key] = self.failures.get(key, 0) + 1
             limit = self.cfg.actors.max_restarts
             print(f"distgfn: a rollout actor failed ({type(e).__name__}); failure {failures}", file=sys.stderr)
@@ -273,7 +272,7 @@ class ControlLoop:
     def metrics_row(self, weights) -> dict:
         replay = ray.get(self.replay.stats.remote(), timeout=self.cfg.ray.progress_timeout_s)
         row = {"step": self.step, "trajectories": self.trajectories,
-               "wall_s": round(time.perf_counter() - self.start, 3), "actor_failures": self.actor_restarts,
+               "wall_s": round(time.perf_counter() - self.start, 3), "actor_failures": sum(self.failures.values()),
                "lost_actor_calls": self.interval.lost_calls}
         row.update(self.interval.summary(replay))
         row.update(self.evaluator.sampled_metrics())
@@ -325,21 +324,19 @@ class Interval:
         inserted = replay["inserted"] - self.replay["inserted"]
         sampled = replay["sampled"] - self.replay["sampled"]
         return {
-            "loss": mean_or_none(self.losses),
+            "loss": mean(self.losses),
             "traj_per_s": self.trajectories / dt,
             "policy_lag_min": self.lag_min if self.losses else None,
-            "policy_lag_mean": mean_or_none(self.lag_means),
+            "policy_lag_mean": mean(self.lag_means),
             "policy_lag_max": self.lag_max if self.losses else None,
             "replay_size": replay["size"],
             "updates_per_s": (self.step - self.first_step) / dt,
             "inserts_per_s": inserted / dt,
             "samples_per_insert": sampled / inserted if inserted else None,
             "dropped_stale": replay["dropped_stale"],
-            "reward_latency_ms": 1000 * mean_or_none(self.reward_s) if self.reward_s else None,
+            "reward_latency_ms": 1000 * mean(self.reward_s) if self.reward_s else None,
             "record_bytes_mean": self.record_bytes / self.records if self.records else None,
             "learner_wait_frac": self.learner_wait_s / dt,
         }
 
 
-def mean_or_none(values: list[float]):
-    return float(np.mean(values)) if values else None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -55,5 +54,6 @@ def print_progress(row: dict, total_steps: int) -> None:
     print(progress_line(row, total_steps), file=sys.stderr, flush=True)
 
 
-def mean(values: list[float]) -> float:
-    return sum(values) / len(values) if values else math.nan
+def mean(values: list[float]) -> float | None:
+    """The mean, or None (null in metrics.jsonl) when there is nothing to average."""
+    return sum(values) / len(values) if values else None
