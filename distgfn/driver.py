@@ -148,7 +148,7 @@ class ControlLoop:
         self.eval_model = make_model(cfg.model, self.env)
         reward = make_reward(cfg.reward, self.env)
         self.evaluator = GridEvaluator(self.env, reward, cfg.reward.beta, cfg.eval.empirical_window)
-        self.step = self.trajectories = 0
+        self.step = 0
         self.failures, self.restarting = {}, set()  # actor id -> deaths; actors being restarted
         self.interval = Interval()
         self.start = time.perf_counter()
@@ -161,7 +161,6 @@ class ControlLoop:
         ray.get(self.replay.restore_bytes.remote(files["replay.pt"], pending))
         self.step = unwrap(self.learner.restore.remote(files["learner.pt"]))
         driver = checkpoint.state_from_bytes(files["driver.pt"])
-        self.trajectories = driver["trajectories"]
         self.start -= driver["wall_s"]
         self.evaluator.tracker.restore(driver["tracker"])
         self.interval = Interval(self.step, ray.get(self.replay.stats.remote()))
@@ -172,7 +171,7 @@ class ControlLoop:
         """A snapshot of the learner and replay table (taken by the learner between updates,
         while the actors keep sampling) and the driver's counters, written whole or not at all."""
         snap = ray.get(self.learner.snapshot.remote(), timeout=self.cfg.ray.progress_timeout_s)
-        driver = {"trajectories": self.trajectories, "wall_s": time.perf_counter() - self.start,
+        driver = {"wall_s": time.perf_counter() - self.start,
                   "tracker": self.evaluator.tracker.state()}
         files = {"learner.pt": snap["learner"], "replay.pt": ray.get(snap["replay"][0]),
                  "pending.msgpack": wire.encode(snap["pending"]), "driver.pt": checkpoint.state_to_bytes(driver),
@@ -252,7 +251,6 @@ class ControlLoop:
             print(f"distgfn: a rollout actor failed ({type(e).__name__}); failure {failures}", file=sys.stderr)
             return "restarting" if limit < 0 or failures <= limit else "dead"
         self.restarting.discard(key)
-        self.trajectories += len(result["objects"])
         self.evaluator.observe(result["objects"])
         self.interval.add_batch(result)
         return "ok"
@@ -271,7 +269,7 @@ class ControlLoop:
 
     def metrics_row(self, weights) -> dict:
         replay = ray.get(self.replay.stats.remote(), timeout=self.cfg.ray.progress_timeout_s)
-        row = {"step": self.step, "trajectories": self.trajectories,
+        row = {"step": self.step, "trajectories": replay["inserted"],
                "wall_s": round(time.perf_counter() - self.start, 3), "actor_failures": sum(self.failures.values()),
                "lost_actor_calls": self.interval.lost_calls}
         row.update(self.interval.summary(replay))

@@ -206,7 +206,8 @@ def test_a_run_that_dies_resumes_from_its_checkpoint_without_gaps_or_duplicates(
     rows = read_metrics(tmp_path / "metrics.jsonl")
     assert [r["step"] for r in rows] == [50, 100, 150, 200]
     counts = [r["trajectories"] for r in rows]
-    assert counts == sorted(counts) and counts[0] > 0, "the trajectory counter carries on, never restarts"
+    # Each update samples a batch and the rate limiter holds sampling to inserts, so the count grows every row.
+    assert all(a < b for a, b in zip(counts, counts[1:])) and counts[0] > 0, f"counter restarted: {counts}"
     assert rows[-1]["l1_exact"] < rows[0]["l1_exact"], "training carries on from the checkpoint"
     assert checkpoint.load_latest(tmp_path / "checkpoints")[0] == 200, "the finished run checkpoints"
 
