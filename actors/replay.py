@@ -35,8 +35,9 @@ class ReplayActor:
         return self.weights
 
     def insert(self, blobs: list[bytes], timeout_s: float) -> dict:
-        """Inserts what the rate limiter allows within timeout_s; corrupt records are rejected
-        and reported, never inserted. Returns {"taken", "rejected", "errors"}."""
+        """Inserts the records all or none, waiting up to timeout_s for the rate limiter;
+        corrupt records are rejected and reported, never inserted. Returns {"taken" (all or 0),
+        "rejected", "errors"} and the newest published weights."""
         records, errors = [], []
         for blob in blobs:
             try:
@@ -47,13 +48,12 @@ class ReplayActor:
             self.rejected += len(errors)
         taken = 0
 
-        def insert_rest() -> tuple[bool, bool]:
+        def insert_all() -> tuple[bool, bool]:
             nonlocal taken
-            more = self.table.insert(records[taken:])
-            taken += more
-            return taken == len(records), more > 0
+            taken = self.table.insert(records)
+            return taken == len(records), taken > 0
 
-        self._until(insert_rest, timeout_s)
+        self._until(insert_all, timeout_s)
         version, weights = self.weights
         return {"taken": taken, "rejected": len(errors), "errors": errors[:3], "version": version, "weights": weights}
 

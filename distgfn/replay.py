@@ -97,18 +97,17 @@ class ReplayTable:
         return self.min_size * (self.samples_per_insert or 0) + self.error_buffer
 
     def insert(self, records: list[Record]) -> int:
-        """Inserts records while the rate limiter allows; returns how many were taken
-        (duplicates count as taken). The caller retries the rest later."""
-        taken = 0
-        for record in records:
-            if record.id in self.slot_of:
-                self.counters.duplicates += 1
-            elif not self.can_insert():
-                break
-            else:
-                self._put(record)
-            taken += 1
-        return taken
+        """Inserts a group of records (one actor batch) all or none: the group goes in whole when
+        the rate limiter has room for its first record, so a batch is never half-inserted and
+        the limiter overshoots by at most one group. Returns how many were taken: all (records
+        already present count as taken, so a retry is harmless) or 0 (the caller retries)."""
+        fresh = [r for r in records if r.id not in self.slot_of]
+        if fresh and not self.can_insert():
+            return 0
+        self.counters.duplicates += len(records) - len(fresh)
+        for record in fresh:
+            self._put(record)
+        return len(records)
 
     def _put(self, record: Record) -> None:
         old = self.records[self.next_slot]

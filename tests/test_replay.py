@@ -33,11 +33,20 @@ def test_inserts_are_idempotent_by_id():
 
 
 def test_blocks_inserts_when_samples_lag():
-    # min_size 2, spi 2, buffer 2: inserts allowed while inserts*2 - samples + 2 <= 6.
+    # min_size 2, spi 2, buffer 2: an insert is admitted while inserts*2 - samples + 2 <= 6.
     table = ReplayTable(capacity=100, min_size=2, samples_per_insert=2.0, error_buffer=2.0, batch_size=1)
-    assert table.insert(records(5)) == 3, "the 4th insert would put diff over max_diff"
+    assert [table.insert(records(1, start=i)) for i in range(5)] == [1, 1, 1, 0, 0]
     assert table.sample(1) is not None and table.sample(1) is not None
-    assert table.insert(records(2, start=3)) == 1, "two samples make room for exactly one insert"
+    assert table.insert(records(1, start=3)) == 1, "two samples make room for exactly one insert"
+    assert table.insert(records(1, start=4)) == 0
+
+
+def test_inserts_a_group_all_or_none():
+    table = ReplayTable(capacity=100, min_size=2, samples_per_insert=2.0, error_buffer=2.0, batch_size=1)
+    table.insert(records(1)), table.insert(records(1, start=1)), table.insert(records(1, start=2))
+    assert table.insert(records(3, start=3)) == 0 and table.size == 3, "blocked: none of the group goes in"
+    table.sample(1), table.sample(1)
+    assert table.insert(records(3, start=3)) == 3 and table.size == 6, "room for one: the whole group goes in"
 
 
 def test_blocks_samples_when_inserts_lag():
@@ -103,7 +112,8 @@ def test_fifo_hands_out_the_oldest_records_once():
 
 def test_stale_drops_free_the_rate_limiter():
     table = ReplayTable(capacity=100, min_size=2, samples_per_insert=1.0, error_buffer=2.0, sampler="fifo")
-    assert table.insert(records(10, version=0)) == 4, "inserts stop at min_size + error_buffer"
+    taken = [table.insert(records(1, start=i, version=0)) for i in range(10)]
+    assert sum(taken) == 4, "inserts stop at min_size + error_buffer"
     assert table.sample(2, min_version=1) is None, "every record is stale"
     assert table.counters.dropped_stale == 4
     assert table.insert(records(4, start=10, version=1)) == 4, "dropped records no longer hold inserts back"
