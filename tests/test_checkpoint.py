@@ -1,5 +1,7 @@
 """Checkpoint storage and the learner's state round trip (groundwork for resume)."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -12,14 +14,14 @@ from distgfn.rollout import RolloutWorker
 def test_save_then_load_returns_the_newest_and_keeps_only_keep(tmp_path):
     for step in (10, 20, 30, 40):
         checkpoint.save(tmp_path, step, {"a.bin": f"a{step}".encode(), "b.bin": b"b"}, keep=2)
-    assert [p.name for p in checkpoint.complete_checkpoints(tmp_path)] == ["step-000000000030", "step-000000000040"]
+    assert checkpoint.complete_checkpoints(tmp_path) == ["step-000000000030", "step-000000000040"]
     assert checkpoint.load_latest(tmp_path) == (40, {"a.bin": b"a40", "b.bin": b"b"})
     assert not list(tmp_path.glob(".tmp-*")), "no temporary directory is left behind"
 
 
 def test_torn_checkpoint_is_skipped_with_a_warning_naming_it(tmp_path):
     checkpoint.save(tmp_path, 10, {"a.bin": b"ten"})
-    torn = checkpoint.save(tmp_path, 20, {"a.bin": b"twenty"})
+    torn = Path(checkpoint.save(tmp_path, 20, {"a.bin": b"twenty"}))
     (torn / checkpoint.MANIFEST).unlink()  # as if killed between the files and the marker
     with pytest.warns(UserWarning, match=r"step-000000000020: torn: no MANIFEST.json"):
         assert checkpoint.load_latest(tmp_path) == (10, {"a.bin": b"ten"})
@@ -27,14 +29,25 @@ def test_torn_checkpoint_is_skipped_with_a_warning_naming_it(tmp_path):
 
 def test_corrupted_file_is_skipped(tmp_path):
     checkpoint.save(tmp_path, 10, {"a.bin": b"ten"})
-    bad = checkpoint.save(tmp_path, 20, {"a.bin": b"twenty"})
+    bad = Path(checkpoint.save(tmp_path, 20, {"a.bin": b"twenty"}))
     (bad / "a.bin").write_bytes(b"twentx")
     with pytest.warns(UserWarning, match=r"a.bin is corrupted"):
         assert checkpoint.load_latest(tmp_path)[0] == 10
 
 
+def test_a_filesystem_uri_root_goes_through_pyarrow_fs(tmp_path):
+    uri = f"file://{tmp_path}/bucket/run"
+    for step in (10, 20, 30):
+        assert checkpoint.save(uri, step, {"a.bin": f"a{step}".encode()}, keep=2) == f"{uri}/step-{step:012d}"
+    assert checkpoint.complete_checkpoints(uri) == ["step-000000000020", "step-000000000030"]
+    assert checkpoint.load_latest(uri) == (30, {"a.bin": b"a30"})
+    (tmp_path / "bucket/run/step-000000000030/a.bin").write_bytes(b"a3x")
+    with pytest.warns(UserWarning, match=r"step-000000000030: a.bin is corrupted"):
+        assert checkpoint.load_latest(uri) == (20, {"a.bin": b"a20"})
+
+
 def test_no_usable_checkpoint_is_a_clear_error(tmp_path):
-    bad = checkpoint.save(tmp_path, 5, {"a.bin": b"x"})
+    bad = Path(checkpoint.save(tmp_path, 5, {"a.bin": b"x"}))
     (bad / "a.bin").unlink()
     with pytest.warns(UserWarning), pytest.raises(checkpoint.CheckpointError, match=r"no usable checkpoint .*missing"):
         checkpoint.load_latest(tmp_path)
