@@ -127,8 +127,16 @@ class CheckpointConfig:
     # a clean stop).
     every: int = 0
     keep: int = 3
-    # Directory for checkpoints (null: RUN_DIR/checkpoints).
+    # Directory or pyarrow.fs URI (s3://bucket/run, gs://..., file:///...) for checkpoints
+    # (null: RUN_DIR/checkpoints).
     path: Optional[str] = None
+
+
+@dataclass
+class FaultToleranceConfig:
+    # Times a run recreates its learner and replay table (with every rollout actor) from the
+    # newest checkpoint when one of them dies; one more failure stops the run with an error.
+    max_restarts: int = 3
 
 
 @dataclass
@@ -160,6 +168,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    fault_tolerance: FaultToleranceConfig = field(default_factory=FaultToleranceConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
 
@@ -191,6 +200,7 @@ RANGES = [
     ("actors.cpus", lambda v: v >= 0, ">= 0"),
     ("actors.report_every_s", lambda v: v >= 0, ">= 0"),
     ("actors.max_restarts", lambda v: v >= -1, ">= -1"),
+    ("fault_tolerance.max_restarts", lambda v: v >= 0, ">= 0"),
     ("replay.capacity", lambda v: v >= 1, ">= 1"),
     ("replay.min_size", lambda v: v >= 1, ">= 1"),
     ("replay.samples_per_insert", lambda v: v is None or v > 0, "> 0 or null"),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 import time
 from collections import deque
@@ -41,18 +42,18 @@ def train(cfg: Config, run_dir: Path, progress=print_progress, resume: bool = Fa
     saved = checkpoint.load_latest(checkpoint.root_for(cfg, run_dir)) if resume else None
     started_ray = connect(cfg)
     stop_on_sigterm()
-    roles = []
+    loop = ControlLoop(cfg, run_dir, progress=progress)
     try:
-        roles = create_roles(cfg, first_step=saved[0] if saved else 0)
-        loop = ControlLoop(cfg, run_dir, *roles, progress=progress)
-        if saved:
-            loop.restore(*saved)
-        loop.run()
+        loop.start(saved)
+        loop.run_surviving_failures()
     finally:
-        for handle in flatten(roles):
-            ray.kill(handle)
+        loop.close()
         if started_ray:
             ray.shutdown()
+
+
+class RoleFailure(Exception):
+    """The learner or the replay table died; the run can go on from the last checkpoint."""
 
 
 def connect(cfg: Config) -> bool:
@@ -123,11 +124,10 @@ def check_resources(cfg: Config) -> None:
         raise ConfigError(f"learner.device={cfg.learner.device!r} but the Ray cluster has no GPU")
 
 
-def flatten(roles) -> list:
-    out = []
-    for role in roles:
-        out.extend(role if isinstance(role, list) else [role])
-    return out
+def dead_class(error: ray.exceptions.RayActorError) -> str:
+    """The class of the actor an error is about, from Ray's message ("class_name: LearnerActor")."""
+    found = re.search(r"class_name: (\w+)", str(error))
+    return found.group(1) if found else "learner or replay table"
 
 
 def unwrap(ref):
@@ -140,38 +140,77 @@ def unwrap(ref):
 
 
 class ControlLoop:
-    def __init__(self, cfg: Config, run_dir: Path, replay, learner, actors, progress=print_progress):
-        self.cfg, self.replay, self.learner, self.actors = cfg, replay, learner, actors
-        self.run_dir, self.progress = run_dir, progress
+    def __init__(self, cfg: Config, run_dir: Path, progress=print_progress):
+        self.cfg, self.run_dir, self.progress = cfg, run_dir, progress
+        self.replay, self.learner, self.actors = None, None, []
         self.log = MetricsLog(run_dir / "metrics.jsonl")
         self.env = make_env(cfg.env)
         self.eval_model = make_model(cfg.model, self.env)
         reward = make_reward(cfg.reward, self.env)
         self.evaluator = GridEvaluator(self.env, reward, cfg.reward.beta, cfg.eval.empirical_window)
-        self.step = 0
+        self.step = self.role_restarts = 0
         self.failures, self.restarting = {}, set()  # actor id -> deaths; actors being restarted
         self.interval = Interval()
-        self.start = time.perf_counter()
+        self.start_time = time.perf_counter()
         self.checkpoints = checkpoint.root_for(cfg, run_dir)
 
-    def restore(self, step: int, files: dict[str, bytes]) -> None:
+    def start(self, saved: tuple[int, dict] | None = None, resumed: bool = True) -> None:
+        """Creates the roles, then continues from `saved` (step, files) when given."""
+        self.replay, self.learner, self.actors = create_roles(self.cfg, first_step=saved[0] if saved else 0)
+        if saved:
+            self.restore(*saved, resumed=resumed)
+        else:
+            self.step = 0
+            drop_rows_after(self.run_dir / "metrics.jsonl", 0)
+        self.interval = Interval(self.step, ray.get(self.replay.stats.remote()))
+
+    def restore(self, step: int, files: dict[str, bytes], resumed: bool = True) -> None:
         """Continues from a checkpoint: the replay table (with the records the learner had taken
-        but not trained on), the learner, then the driver's own counters and metrics."""
+        but not trained on), the learner, then the driver's own counters and metrics. A resumed
+        run's clock continues from the checkpoint's; after a failure inside a run it keeps going."""
         pending = wire.decode(files["pending.msgpack"])
         ray.get(self.replay.restore_bytes.remote(files["replay.pt"], pending))
         self.step = unwrap(self.learner.restore.remote(files["learner.pt"]))
         driver = checkpoint.state_from_bytes(files["driver.pt"])
-        self.start -= driver["wall_s"]
+        if resumed:
+            self.start_time = time.perf_counter() - driver["wall_s"]
         self.evaluator.tracker.restore(driver["tracker"])
-        self.interval = Interval(self.step, ray.get(self.replay.stats.remote()))
         drop_rows_after(self.run_dir / "metrics.jsonl", self.step)
-        print(f"distgfn: resuming from the checkpoint at step {step} in {self.checkpoints}", file=sys.stderr)
+        verb = "resuming" if resumed else "continuing"
+        print(f"distgfn: {verb} from the checkpoint at step {step} in {self.checkpoints}", file=sys.stderr)
+
+    def run_surviving_failures(self) -> None:
+        """Runs to learner.steps; when the learner or the replay table dies, recreates every role
+        from the newest checkpoint (fault_tolerance.max_restarts times at most) and goes on."""
+        while True:
+            try:
+                return self.run()
+            except RoleFailure as e:
+                self.recover(e)
+
+    def recover(self, error: RoleFailure) -> None:
+        self.role_restarts += 1
+        limit = self.cfg.fault_tolerance.max_restarts
+        try:
+            saved = checkpoint.load_latest(self.checkpoints)
+        except checkpoint.CheckpointError:
+            saved = None
+        at = f"the checkpoint at step {saved[0]}" if saved else "step 0 (no checkpoint yet)"
+        if self.role_restarts > limit:
+            raise RuntimeError(
+                f"{error}; that is {self.role_restarts} failures of the learner or the replay table, more than "
+                f"fault_tolerance.max_restarts={limit}. No new checkpoint could be taken without them; "
+                f"`distgfn train --resume {self.run_dir}` continues from {at}") from error
+        print(f"distgfn: {error}; recreating the learner, replay table and rollout actors from {at} "
+              f"(restart {self.role_restarts} of {limit})", file=sys.stderr)
+        self.kill_roles()
+        self.start(saved, resumed=False)
 
     def save_checkpoint(self) -> None:
         """A snapshot of the learner and replay table (taken by the learner between updates,
         while the actors keep sampling) and the driver's counters, written whole or not at all."""
         snap = ray.get(self.learner.snapshot.remote(), timeout=self.cfg.ray.progress_timeout_s)
-        driver = {"wall_s": time.perf_counter() - self.start,
+        driver = {"wall_s": time.perf_counter() - self.start_time,
                   "tracker": self.evaluator.tracker.state()}
         files = {"learner.pt": snap["learner"], "replay.pt": ray.get(snap["replay"][0]),
                  "pending.msgpack": wire.encode(snap["pending"]), "driver.pt": checkpoint.state_to_bytes(driver),
@@ -215,13 +254,25 @@ class ControlLoop:
                     training.append(self.learner.train.remote(calls.pop(0)))
                 self.on_update(stats)
             self.save_checkpoint()
+        except ray.exceptions.RayActorError as e:
+            raise RoleFailure(f"the {dead_class(e)} died ({type(e).__name__})") from e
         except KeyboardInterrupt:
             print("distgfn: interrupted; saving a checkpoint and the model, then stopping", file=sys.stderr)
             self.learner.stop.remote()  # no update waits for records that will not come
             self.save_checkpoint()
-        finally:
-            self.log.close()
+
+    def close(self) -> None:
+        """Saves the model when the learner is alive, kills the roles, closes the metrics."""
+        if self.learner is not None:
             self.save_model()
+        self.kill_roles()
+        self.log.close()
+
+    def kill_roles(self) -> None:
+        for handle in [self.replay, self.learner, *self.actors]:
+            if handle is not None:
+                ray.kill(handle)
+        self.replay, self.learner, self.actors = None, None, []
 
     def save_model(self) -> None:
         """Saves the learner's model; a learner that cannot is reported, not allowed to hide
@@ -242,6 +293,8 @@ class ControlLoop:
         try:
             result = unwrap(ref)
         except ray.exceptions.RayActorError as e:
+            if e.actor_id and e.actor_id != key.hex():
+                raise  # another actor died under this call: the replay table
             if key in self.restarting:  # a retry while Ray restarts it: nothing new was lost
                 return "restarting"
             self.restarting.add(key)
@@ -270,7 +323,8 @@ class ControlLoop:
     def metrics_row(self, weights) -> dict:
         replay = ray.get(self.replay.stats.remote(), timeout=self.cfg.ray.progress_timeout_s)
         row = {"step": self.step, "trajectories": replay["inserted"],
-               "wall_s": round(time.perf_counter() - self.start, 3), "actor_failures": sum(self.failures.values()),
+               "wall_s": round(time.perf_counter() - self.start_time, 3), "actor_failures": sum(self.failures.values()),
+               "role_restarts": self.role_restarts,
                "lost_actor_calls": self.interval.lost_calls}
         row.update(self.interval.summary(replay))
         row.update(self.evaluator.sampled_metrics())

@@ -57,10 +57,9 @@ def test_replay_actor_sample_waits_for_min_size_then_wakes_on_insert(ray_cluster
 def test_replay_actor_holds_back_inserts_when_samples_lag(ray_cluster):
     ray = ray_cluster
     replay = make_replay(min_size=2, samples_per_insert=2.0, error_buffer=2.0, batch_size=1)
-    assert ray.get(replay.insert.remote(records(5), 0.05))["taken"] == 3
+    assert ray.get(replay.insert.remote(records(3), 0.05))["taken"] == 3, "filling up to min_size is never held"
+    assert ray.get(replay.insert.remote(records(2, start=3), 0.05))["taken"] == 0, "held back whole"
     pending = replay.insert.remote(records(2, start=3), 60.0)
-    assert ray.get(replay.sample.remote(1, None, 5.0)) is not None
-    assert ray.get(replay.sample.remote(1, None, 5.0)) is not None
     assert ray.get(replay.sample.remote(1, None, 5.0)) is not None
     assert ray.get(replay.sample.remote(1, None, 5.0)) is not None
     assert ray.get(pending, timeout=30)["taken"] == 2
@@ -273,15 +272,60 @@ def test_a_killed_rollout_actor_restarts_with_current_weights_and_the_run_comple
             killed["version_before"] = ray.get(actor.version.remote())
             ray.kill(actor, no_restart=False)  # the process dies; Ray may restart it
 
-    replay, learner, actors = driver.create_roles(cfg)
-    loop = driver.ControlLoop(cfg, tmp_path, replay, learner, actors, progress=kill_one_actor_at_100)
+    loop = driver.ControlLoop(cfg, tmp_path, progress=kill_one_actor_at_100)
     try:
+        loop.start()
         loop.run()
-        first_batch = answer_when_back(ray, lambda: actors[0].run.remote(0.0), timeout_s=60)
+        actor = loop.actors[0]
+        first_batch = answer_when_back(ray, lambda: actor.run.remote(0.0), timeout_s=60)
     finally:
-        for handle in [replay, learner, *actors]:
-            ray.kill(handle)
+        loop.close()
     rows = read_metrics(tmp_path / "metrics.jsonl")
     assert [r["step"] for r in rows] == [50, 100, 150, 200, 250, 300]
     assert rows[-1]["actor_failures"] >= 1 and sum(r["lost_actor_calls"] for r in rows) >= 1
     assert first_batch["versions"][0] > killed["version_before"], "the restarted actor samples with current weights"
+
+
+@pytest.mark.parametrize("role", ["learner", "replay"])
+def test_a_dead_learner_or_replay_table_is_recreated_from_the_last_checkpoint(ray_cluster, tmp_path, role):
+    ray = ray_cluster
+    cfg = load_config(None, ["learner.steps=300", "log.every=50", "eval.every=50", "checkpoint.every=100",
+                             "replay.min_size=16"])
+    killed = []
+
+    def kill_at_150(row, total):
+        if row["step"] == 150 and not killed:
+            killed.append(getattr(loop, role))
+            ray.kill(killed[0])
+
+    loop = driver.ControlLoop(cfg, tmp_path, progress=kill_at_150)
+    try:
+        loop.start()
+        loop.run_surviving_failures()
+    finally:
+        loop.close()
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [50, 100, 150, 200, 250, 300], "rows after the checkpoint are redone once"
+    assert killed and rows[0]["role_restarts"] == 0 and rows[-1]["role_restarts"] == 1
+    assert rows[-1]["l1_exact"] < rows[0]["l1_exact"]
+    from distgfn import checkpoint
+
+    assert checkpoint.load_latest(tmp_path / "checkpoints")[0] == 300
+
+
+def test_a_learner_dying_more_than_max_restarts_stops_with_a_clear_error(ray_cluster, tmp_path):
+    ray = ray_cluster
+    cfg = load_config(None, ["learner.steps=300", "log.every=50", "checkpoint.every=50", "replay.min_size=16",
+                             "fault_tolerance.max_restarts=0"])
+
+    def kill_learner_at_100(row, total):
+        if row["step"] == 100:
+            ray.kill(loop.learner)
+
+    loop = driver.ControlLoop(cfg, tmp_path, progress=kill_learner_at_100)
+    try:
+        loop.start()
+        with pytest.raises(RuntimeError, match=r"fault_tolerance.max_restarts=0.*--resume .* continues from the checkpoint at step"):
+            loop.run_surviving_failures()
+    finally:
+        loop.close()
