@@ -1,4 +1,4 @@
-"""The `distgfn` command: train, sample."""
+"""The `distgfn` command: train, sample, data fetch."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from distgfn.config import ConfigError, load_config, save_config
+from distgfn.data import DataError
 from distgfn.rewards import RewardError
 from distgfn.signals import stop_on_sigterm
 
@@ -21,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     stop_on_sigterm()
     try:
         return args.func(args)
-    except (ConfigError, RewardError, RunDirError, TimeoutError) as e:
+    except (ConfigError, DataError, RewardError, RunDirError, TimeoutError) as e:
         print(f"distgfn: error: {e}", file=sys.stderr)
         return 2
 
@@ -45,6 +46,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, help="write JSON lines here instead of stdout")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_sample)
+
+    d = sub.add_parser("data", help="manage published data files").add_subparsers(required=True, metavar="ACTION")
+    f = d.add_parser("fetch", help="download and verify a dataset (e.g. seh)")
+    f.add_argument("name", help="dataset name, e.g. seh")
+    f.add_argument("--dir", type=Path, help="destination (default: $DISTGFN_DATA_DIR if set, else the user cache ~/.cache/distgfn/NAME)")
+    f.add_argument("--base-url", help="download from this mirror instead of the published URLs")
+    f.set_defaults(func=cmd_data_fetch)
     return p
 
 
@@ -110,6 +118,15 @@ def cmd_sample(args) -> int:
         left -= len(objects)
     if args.out:
         out.close()
+    return 0
+
+
+def cmd_data_fetch(args) -> int:
+    from distgfn import data
+
+    dest = args.dir or data.data_dir(args.name)
+    data.fetch(args.name, dest, base_url=args.base_url, progress=lambda line: print(line, file=sys.stderr))
+    print(f"distgfn: {args.name} data in {dest}; use it with DISTGFN_DATA_DIR={dest} or data.dir", file=sys.stderr)
     return 0
 
 

@@ -1,0 +1,1 @@
+"""Chemistry for the fragment-based molecule task: the sEH proxy."""
