@@ -8,7 +8,9 @@ and parents overlap heavily, so this halves the learner's work on HyperGrid), an
     log_reward   (B,)       beta * log R(x) of each trajectory's object
     feats        (U, ...)   distinct featurized states (visited ones and their parents)
     row          (N,)       the state's row in feats
-    masks        (N, A)     valid actions (all False on terminal states)
+    masks        (N, A)     valid actions (all False on terminal states); left out when the env
+                            says its masks follow from the features (`env.masks_from_features`):
+                            the learner rebuilds them with `model.masks(feats[row])`
     action       (N,)       action taken from the state, -1 on the last one
     traj         (N,)       trajectory of the row
     first        (N,)       the row is s_0
@@ -47,13 +49,14 @@ def build_batch(env, trajs: Trajectories, log_reward: np.ndarray, with_parents: 
         "log_reward": np.asarray(log_reward, dtype=np.float32),
         "feats": feats,
         "row": rows[: len(states)],
-        "masks": env.masks(states),
         "action": action,
         "traj": traj,
         "first": steps[np.nonzero(keep)[1]] == 0,
         "terminal": env.is_terminal(states),
         "n_parents": np.bincount(parent_of, minlength=len(states)),
     }
+    if not getattr(env, "masks_from_features", False):
+        batch["masks"] = env.masks(states)
     if with_parents:
         batch.update(parent_row=rows[len(states) :], parent_action=parent_action, parent_of=parent_of)
     return batch
@@ -94,7 +97,7 @@ def split_batch(batch: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
     for b in range(n_traj):
         rows = slice(state_at[b], state_at[b + 1])
         part = {"log_reward": batch["log_reward"][b : b + 1]}
-        part.update({name: batch[name][rows] for name in STATE_FIELDS})
+        part.update({name: batch[name][rows] for name in STATE_FIELDS if name in batch})
         part["traj"] = np.zeros_like(part["traj"])
         used = [part["row"]]
         if with_parents:
@@ -114,12 +117,15 @@ def split_batch(batch: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
 def pack_record(part: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The wire form of a one-trajectory batch (from split_batch): fields that follow from the
     others are left out and masks are bit-packed; unpack_record restores them exactly."""
-    n_feats, n_actions = len(part["feats"]), part["masks"].shape[1]
+    n_feats = len(part["feats"])
+    actions = [part["action"], part.get("parent_action", part["action"])]
+    n_actions = part["masks"].shape[1] if "masks" in part else 1 + max(int(a.max(initial=0)) for a in actions)
     # Integer widths from bounds known without scanning: rows index feats, actions are < n_actions.
     bounds = {"row": n_feats, "parent_row": n_feats, "action": n_actions, "parent_action": n_actions,
               "n_parents": len(part.get("parent_row", part["row"])) + n_actions}
-    record = {"log_reward": part["log_reward"], "feats": part["feats"].astype(smallest_int(part["feats"])),
-              "masks": np.packbits(part["masks"].ravel()), "mask_width": np.int8(n_actions)}
+    record = {"log_reward": part["log_reward"], "feats": part["feats"].astype(smallest_int(part["feats"]))}
+    if "masks" in part:
+        record.update(masks=np.packbits(part["masks"].ravel()), mask_width=np.int32(n_actions))
     for name, bound in bounds.items():
         if name in part:
             record[name] = part[name].astype(int_dtype(-1, bound), copy=False)
@@ -127,9 +133,11 @@ def pack_record(part: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def unpack_record(record: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    n, width = len(record["row"]), int(record["mask_width"])
+    n = len(record["row"])
     part = {k: v for k, v in record.items() if k != "mask_width"}
-    part["masks"] = np.unpackbits(record["masks"], count=n * width).reshape(n, width).astype(bool)
+    if "masks" in record:
+        width = int(record["mask_width"])
+        part["masks"] = np.unpackbits(record["masks"], count=n * width).reshape(n, width).astype(bool)
     part["traj"] = np.zeros(n, dtype=np.int64)
     part["first"] = np.arange(n) == 0
     part["terminal"] = np.arange(n) == n - 1

@@ -30,7 +30,8 @@ class Learner:
 
     def update(self, batch) -> float:
         o = self.cfg.objective
-        loss = self.objective.loss(self.model, to_torch(batch, self.device), eps=o.eps, leaf_coef=o.leaf_coef)
+        batch = with_masks(self.model, to_torch(batch, self.device))
+        loss = self.objective.loss(self.model, batch, eps=o.eps, leaf_coef=o.leaf_coef)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{o.name} loss is {loss.item()} at learner step {self.step}")
         self.optimizer.zero_grad(set_to_none=True)
@@ -60,6 +61,13 @@ class Learner:
     def log_policy(self, states):
         """log pi(a|s) of the learned policy (T = 1, no exploration), -inf on invalid actions."""
         return policy_log_probs(self.model, self.env, states, self.device)
+
+
+def with_masks(model, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rebuilds the masks that records leave out when they follow from the states (fragments)."""
+    if "masks" not in batch:
+        batch["masks"] = model.masks(batch["feats"][batch["row"]])
+    return batch
 
 
 def policy_log_probs(model, env, states, device=torch.device("cpu")):
