@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import time
 
-import numpy as np
 import ray
 import torch
 
+from distgfn.evaluation import Sampled
 from distgfn.rollout import RolloutWorker, encode_records
 
 
@@ -32,7 +32,7 @@ class RolloutActor:
         driver's calls few whether a batch takes milliseconds or minutes."""
         if self.worker.version < 0:
             self.adopt(*ray.get(self.replay.latest.remote()))
-        stats = {"objects": [], "versions": [], "reward_s": [], "sample_s": 0.0, "insert_wait_s": 0.0,
+        stats = {"sampled": [], "versions": [], "reward_s": [], "sample_s": 0.0, "insert_wait_s": 0.0,
                  "record_bytes": 0, "records": 0}
         end = time.perf_counter() + seconds
         while not stats["versions"] or (time.perf_counter() < end and len(stats["versions"]) != max_batches):
@@ -41,14 +41,15 @@ class RolloutActor:
             rollout = self.worker.sample()
             records = encode_records(rollout, f"{self.prefix}-{self.batches}")
             self.batches += 1
-            self.pending = (records, self.replay.insert.remote(records, timeout_s=1.0))
+            if records:  # none when every reward in the batch failed
+                self.pending = (records, self.replay.insert.remote(records, timeout_s=1.0))
             stats["sample_s"] += time.perf_counter() - start
-            stats["objects"].append(rollout.objects)
+            stats["sampled"].append(Sampled.of(rollout))
             stats["versions"].append(rollout.version)
             stats["reward_s"].append(rollout.reward_s)
             stats["record_bytes"] += sum(map(len, records))
             stats["records"] += len(records)
-        stats["objects"] = np.concatenate(stats["objects"])
+        stats["sampled"] = Sampled.concat(stats["sampled"])
         return stats
 
     def flush(self) -> float:

@@ -97,7 +97,7 @@ def broadcast(counts=(1, 4, 16), rounds: int = 30) -> None:
     from distgfn.models import get_weights, make_model
 
     cfg = load_config(None, GRID4 + ["model.hidden=700", "model.layers=3"])
-    model = make_model(cfg.model, make_env(cfg.env))
+    model = make_model(cfg.model, make_env(cfg))
     params = sum(p.numel() for p in model.parameters())
     start_ray(2)
     print(f"broadcast ({params / 1e6:.2f}M parameters, {4 * params / 1e6:.1f} MB float32, median of {rounds})")

@@ -1,4 +1,4 @@
-"""The `distgfn` command: train, sample, data fetch."""
+"""The `distgfn` command: train, sample, score, report, data fetch."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from distgfn.config import ConfigError, load_config, save_config
@@ -47,6 +48,16 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_sample)
 
+    c = sub.add_parser("score", help="score objects, one per line (SMILES for molecules), with a reward")
+    c.add_argument("file", type=Path, help="input file, one object per line ('-' for stdin)")
+    c.add_argument("--reward", required=True, help="reward.name: seh_proxy, vina_seh, qed, sa or hypergrid")
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    c.set_defaults(func=cmd_score)
+
+    r = sub.add_parser("report", help="draw a molecule run's best molecules and progress (PNG, SVG, JSON)")
+    r.add_argument("run_dir", type=Path)
+    r.set_defaults(func=cmd_report)
+
     d = sub.add_parser("data", help="manage published data files").add_subparsers(required=True, metavar="ACTION")
     f = d.add_parser("fetch", help="download and verify a dataset (e.g. seh)")
     f.add_argument("name", help="dataset name, e.g. seh")
@@ -76,8 +87,14 @@ def cmd_train(args) -> int:
     print(f"distgfn: training {cfg.objective.name} on {cfg.env.name} ({cfg.runtime} runtime), "
           f"run directory {run_dir}", file=sys.stderr)
     (serial if cfg.runtime == "serial" else driver).train(cfg, run_dir)
-    print(f"distgfn: done; model in {run_dir / 'model.pt'}", file=sys.stderr)
+    finish(cfg, run_dir)
     return 0
+
+
+def finish(cfg, run_dir: Path) -> None:
+    print(f"distgfn: done; model in {run_dir / 'model.pt'}", file=sys.stderr)
+    if cfg.env.name == "fragments":
+        write_molecule_report(cfg, run_dir)
 
 
 def resume(args) -> int:
@@ -92,12 +109,11 @@ def resume(args) -> int:
         (serial if cfg.runtime == "serial" else driver).train(cfg, args.resume, resume=True)
     except CheckpointError as e:
         raise RunDirError(str(e)) from None
-    print(f"distgfn: done; model in {args.resume / 'model.pt'}", file=sys.stderr)
+    finish(cfg, args.resume)
     return 0
 
 
 def cmd_sample(args) -> int:
-    from distgfn.rewards import log_rewards
     from distgfn.rollout import RolloutWorker
 
     for name in ("config.yaml", "model.pt"):
@@ -105,20 +121,99 @@ def cmd_sample(args) -> int:
             raise RunDirError(f"{args.run_dir / name} not found; is {args.run_dir} a finished run directory?")
     if args.n < 1:
         raise RunDirError(f"-n must be >= 1; got {args.n}")
-    cfg = load_config(args.run_dir / "config.yaml", ["sampler.epsilon=0", "sampler.temperature=1", "sampler.batch_size=1024"])
+    cfg = load_config(args.run_dir / "config.yaml", ["sampler.epsilon=0", "sampler.temperature=1", "sampler.batch_size=256"])
     worker = RolloutWorker(cfg, seed=args.seed)
     worker.model.load_state_dict(torch.load(args.run_dir / "model.pt", map_location="cpu", weights_only=True))
     out = open(args.out, "w") if args.out else sys.stdout
     env, left = worker.env, args.n
     while left > 0:
-        objects = worker.sample().objects[:left]
-        log_r = log_rewards(worker.reward, objects, env.keys, cfg.reward.beta)
-        for x, key, lr in zip(env.objects(objects), env.keys(objects), log_r.tolist()):
-            out.write(json.dumps({"x": x, "key": key, "log_reward": lr}) + "\n")
+        rollout = worker.sample()
+        objects, log_r = rollout.objects[:left], rollout.log_reward[:left]
+        for i, (x, key) in enumerate(zip(env.objects(objects), env.keys(objects))):
+            row = {"x": x, "key": key}
+            error = rollout.scores.errors[i]
+            row.update({"error": error} if error else {"log_reward": float(log_r[i]), "raw": float(rollout.scores.raw[i])})
+            out.write(json.dumps(row) + "\n")
         left -= len(objects)
     if args.out:
         out.close()
     return 0
+
+
+def cmd_score(args) -> int:
+    """One JSON line per input line: {"x", "log_reward", "raw"}, or {"x", "error"} for a line
+    that cannot be scored; the other lines are still scored."""
+    grid = args.reward == "hypergrid"
+    cfg = load_config(None, [f"env.name={'hypergrid' if grid else 'fragments'}", f"reward.name={args.reward}", *args.set])
+    text = sys.stdin.read() if str(args.file) == "-" else read_input(args.file)
+    items = [line.strip() for line in text.splitlines() if line.strip()]
+    score = score_cells(cfg) if grid else score_molecules(cfg)
+    for start in range(0, len(items), 256):
+        part = items[start : start + 256]
+        for x, (log_r, raw, error) in zip(part, score(part)):
+            row = {"x": x, "error": error} if error else {"x": x, "log_reward": log_r, "raw": raw}
+            print(json.dumps(row), flush=True)
+    return 0
+
+
+def score_molecules(cfg):
+    from distgfn.rewards.molecules import make_oracle, score_smiles
+
+    oracle, transform = make_oracle(cfg)
+
+    def score(smiles: list[str]):
+        s = score_smiles(oracle, transform, smiles)
+        with np.errstate(invalid="ignore"):
+            log_r = cfg.reward.beta * np.log(s.reward)
+        return zip(log_r.tolist(), s.raw.tolist(), s.errors)
+
+    return score
+
+
+def score_cells(cfg):
+    """HyperGrid cells written as comma-separated coordinates, e.g. `1,6`."""
+    from distgfn.envs import make_env
+    from distgfn.rewards import make_reward
+
+    env = make_env(cfg)
+    reward = make_reward(cfg, env)
+
+    def one(line: str):
+        try:
+            x = [int(v) for v in line.split(",")]
+        except ValueError:
+            return None, None, f"not comma-separated integers: {line!r}"
+        if len(x) != env.ndim or not all(0 <= v < env.height for v in x):
+            return None, None, f"not a cell of the {env.ndim}-D grid of height {env.height}: {line!r}"
+        r = float(reward(np.array([x + [1]]))[0])
+        return cfg.reward.beta * float(np.log(r)), r, None
+
+    return lambda lines: [one(line) for line in lines]
+
+
+def read_input(path: Path) -> str:
+    if not path.exists():
+        raise RunDirError(f"{path} not found")
+    return path.read_text()
+
+
+def cmd_report(args) -> int:
+    if not (args.run_dir / "config.yaml").exists():
+        raise RunDirError(f"{args.run_dir / 'config.yaml'} not found; is {args.run_dir} a run directory?")
+    cfg = load_config(args.run_dir / "config.yaml")
+    if cfg.env.name != "fragments":
+        raise RunDirError(f"{args.run_dir} is a {cfg.env.name} run; reports are for molecule runs")
+    write_molecule_report(cfg, args.run_dir)
+    return 0
+
+
+def write_molecule_report(cfg, run_dir: Path) -> None:
+    """The PNG of the best molecules, the progress plot and the summary of a molecule run."""
+    from distgfn.chem.report import write_report
+
+    report = write_report(run_dir, cfg.eval.mode_reward, cfg.eval.mode_similarity)
+    print(f"distgfn: best molecules in {report.top_molecules}, progress in {report.progress}, "
+          f"summary in {report.summary}", file=sys.stderr)
 
 
 def cmd_data_fetch(args) -> int:

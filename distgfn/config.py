@@ -25,16 +25,21 @@ class ConfigError(ValueError):
 
 @dataclass
 class EnvConfig:
-    name: Literal["hypergrid"] = "hypergrid"
+    name: Literal["hypergrid", "fragments"] = "hypergrid"
+    # hypergrid: dimensions and side length.
     ndim: int = 2
     height: int = 8
-    # The original paper code ends an episode when any coordinate reaches height - 1.
+    # hypergrid: the original paper code ends an episode when any coordinate reaches height - 1.
     terminate_at_edge: bool = False
+    # fragments: molecules of min_fragments..max_fragments of the paper's 105 blocks.
+    min_fragments: int = 2
+    max_fragments: int = 8
 
 
 @dataclass
 class RewardConfig:
-    name: Literal["hypergrid"] = "hypergrid"
+    # hypergrid for env hypergrid; seh_proxy, vina_seh, qed or sa for env fragments.
+    name: Literal["hypergrid", "seh_proxy", "vina_seh", "qed", "sa"] = "hypergrid"
     r0: float = 0.1
     r1: float = 0.5
     r2: float = 2.0
@@ -42,6 +47,16 @@ class RewardConfig:
     beta: float = 1.0
     # Added wait per reward call, standing in for a remote oracle in benchmarks.
     latency_ms: float = 0.0
+    # vina_seh: Vina's search effort per molecule (see README: time against quality).
+    exhaustiveness: int = 1
+    max_evals: int = 50_000
+
+
+@dataclass
+class DataConfig:
+    # Directory holding the published data files (null: $DISTGFN_DATA_DIR, else the user cache
+    # that `distgfn data fetch seh` fills).
+    dir: Optional[str] = None
 
 
 @dataclass
@@ -145,6 +160,10 @@ class EvalConfig:
     every: int = 100
     # Sampled objects kept for l1_empirical.
     empirical_window: int = 200_000
+    # Molecules: a mode is a molecule with R(x) >= mode_reward (0.9375 is the sEH proxy's 7.5)
+    # whose Tanimoto similarity to every mode found before it is < mode_similarity.
+    mode_reward: float = 0.9375
+    mode_similarity: float = 0.7
 
 
 @dataclass
@@ -159,6 +178,7 @@ class Config:
     runtime: Literal["ray", "serial"] = "ray"
     env: EnvConfig = field(default_factory=EnvConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
+    data: DataConfig = field(default_factory=DataConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
@@ -193,6 +213,11 @@ RANGES = [
     ("learner.lr_final_ratio", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("learner.device", lambda v: v == "auto" or v == "cpu" or v.startswith("cuda"), "auto, cpu or cuda[:N]"),
     ("reward.latency_ms", lambda v: v >= 0, ">= 0"),
+    ("reward.exhaustiveness", lambda v: v >= 1, ">= 1"),
+    ("reward.max_evals", lambda v: v >= 0, ">= 0 (0: Vina's own budget)"),
+    ("env.min_fragments", lambda v: v >= 1, ">= 1"),
+    ("env.max_fragments", lambda v: v >= 1, ">= 1"),
+    ("eval.mode_similarity", lambda v: 0 < v <= 1, "in (0, 1]"),
     ("learner.cpus", lambda v: v >= 0, ">= 0"),
     ("learner.publish_every", lambda v: v >= 1, ">= 1"),
     ("learner.max_policy_lag", lambda v: v >= 0, ">= 0"),
@@ -249,6 +274,7 @@ def from_dict(raw: dict) -> Config:
         value = get_key(cfg, key)
         if not ok(value):
             raise ConfigError(f"{key} must be {rule}; got {value!r}")
+    check_env_and_reward(cfg)
     if cfg.eval.every % cfg.log.every:
         raise ConfigError(f"eval.every ({cfg.eval.every}) must be a multiple of log.every ({cfg.log.every})")
     if cfg.checkpoint.every % cfg.log.every:
@@ -260,6 +286,15 @@ def from_dict(raw: dict) -> Config:
         raise ConfigError(f"{e} (keys replay.capacity, replay.min_size, replay.samples_per_insert, "
                           f"replay.error_buffer, sampler.batch_size)") from None
     return cfg
+
+
+def check_env_and_reward(cfg: Config) -> None:
+    molecule = cfg.reward.name != "hypergrid"
+    if molecule != (cfg.env.name == "fragments"):
+        raise ConfigError(f"reward.name {cfg.reward.name!r} does not score env.name {cfg.env.name!r} "
+                          f"(hypergrid goes with hypergrid; seh_proxy, vina_seh, qed and sa with fragments)")
+    if cfg.env.min_fragments > cfg.env.max_fragments:
+        raise ConfigError(f"env.min_fragments ({cfg.env.min_fragments}) > env.max_fragments ({cfg.env.max_fragments})")
 
 
 def error_buffer(cfg: Config) -> float:

@@ -27,11 +27,10 @@ import ray
 from distgfn import checkpoint, wire
 from distgfn.config import Config, ConfigError, config_text, error_buffer
 from distgfn.envs import make_env
-from distgfn.evaluation import GridEvaluator
+from distgfn.evaluation import make_evaluator
 from distgfn.learning import policy_log_probs
 from distgfn.metrics import MetricsLog, drop_rows_after, mean, print_progress
 from distgfn.models import make_model, set_weights
-from distgfn.rewards import make_reward
 from distgfn.signals import stop_on_sigterm
 
 WORKER_ENV = {"env_vars": {"OMP_NUM_THREADS": "1"}}
@@ -144,10 +143,9 @@ class ControlLoop:
         self.cfg, self.run_dir, self.progress = cfg, run_dir, progress
         self.replay, self.learner, self.actors = None, None, []
         self.log = MetricsLog(run_dir / "metrics.jsonl")
-        self.env = make_env(cfg.env)
+        self.env = make_env(cfg)
         self.eval_model = make_model(cfg.model, self.env)
-        reward = make_reward(cfg.reward, self.env)
-        self.evaluator = GridEvaluator(self.env, reward, cfg.reward.beta, cfg.eval.empirical_window)
+        self.evaluator = make_evaluator(cfg, self.env, run_dir)
         self.step = self.role_restarts = 0
         self.failures, self.restarting = {}, set()  # actor id -> deaths; actors being restarted
         self.interval = Interval()
@@ -174,7 +172,7 @@ class ControlLoop:
         driver = checkpoint.state_from_bytes(files["driver.pt"])
         if resumed:
             self.start_time = time.perf_counter() - driver["wall_s"]
-        self.evaluator.tracker.restore(driver["tracker"])
+        self.evaluator.restore(driver["evaluator"], self.step)
         drop_rows_after(self.run_dir / "metrics.jsonl", self.step)
         verb = "resuming" if resumed else "continuing"
         print(f"distgfn: {verb} from the checkpoint at step {step} in {self.checkpoints}", file=sys.stderr)
@@ -211,7 +209,7 @@ class ControlLoop:
         while the actors keep sampling) and the driver's counters, written whole or not at all."""
         snap = ray.get(self.learner.snapshot.remote(), timeout=self.cfg.ray.progress_timeout_s)
         driver = {"wall_s": time.perf_counter() - self.start_time,
-                  "tracker": self.evaluator.tracker.state()}
+                  "evaluator": self.evaluator.state()}
         files = {"learner.pt": snap["learner"], "replay.pt": ray.get(snap["replay"][0]),
                  "pending.msgpack": wire.encode(snap["pending"]), "driver.pt": checkpoint.state_to_bytes(driver),
                  "config.yaml": config_text(self.cfg).encode()}
@@ -267,6 +265,7 @@ class ControlLoop:
             self.save_model()
         self.kill_roles()
         self.log.close()
+        self.evaluator.close()
 
     def kill_roles(self) -> None:
         for handle in [self.replay, self.learner, *self.actors]:
@@ -304,7 +303,7 @@ class ControlLoop:
             print(f"distgfn: a rollout actor failed ({type(e).__name__}); failure {failures}", file=sys.stderr)
             return "restarting" if limit < 0 or failures <= limit else "dead"
         self.restarting.discard(key)
-        self.evaluator.observe(result["objects"])
+        self.evaluator.observe(result["sampled"], self.step)
         self.interval.add_batch(result)
         return "ok"
 
@@ -328,7 +327,7 @@ class ControlLoop:
                "lost_actor_calls": self.interval.lost_calls}
         row.update(self.interval.summary(replay))
         row.update(self.evaluator.sampled_metrics())
-        if weights is not None:
+        if weights is not None and self.evaluator.exact:
             set_weights(self.eval_model, ray.get(weights[0]))
             row.update(self.evaluator.exact_metrics(lambda s: policy_log_probs(self.eval_model, self.env, s)))
         self.interval = Interval(self.step, replay)
@@ -357,7 +356,7 @@ class Interval:
         self.lag_min, self.lag_max, self.learner_wait_s = math.inf, -math.inf, 0.0
 
     def add_batch(self, r: dict) -> None:
-        self.trajectories += len(r["objects"])
+        self.trajectories += len(r["sampled"].objects)
         self.reward_s.extend(r["reward_s"])
         self.record_bytes += r["record_bytes"]
         self.records += r["records"]

@@ -11,8 +11,43 @@ and P_policy(x) the same sum into the terminal state of x. No sampling noise.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
+
+
+@dataclass
+class Sampled:
+    """Objects the actors sampled, as evaluators see them."""
+
+    objects: np.ndarray  # terminal states
+    log_reward: np.ndarray  # beta * log R(x); NaN where the reward failed
+    raw: np.ndarray  # the oracle's own output
+    errors: list  # per object: None, or why its reward failed
+    versions: np.ndarray  # the policy version each was sampled with
+
+    @classmethod
+    def of(cls, rollout) -> "Sampled":
+        n = len(rollout.objects)
+        return cls(rollout.objects, rollout.log_reward, rollout.scores.raw, rollout.scores.errors,
+                   np.full(n, rollout.version))
+
+    @classmethod
+    def concat(cls, parts: list["Sampled"]) -> "Sampled":
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("objects", "log_reward", "raw")),
+                   [e for p in parts for e in p.errors], np.concatenate([p.versions for p in parts]))
+
+
+def make_evaluator(cfg, env, run_dir):
+    """GridEvaluator for HyperGrid; MoleculeEvaluator (molecules.jsonl, top-k, modes) for molecules."""
+    if cfg.env.name == "fragments":
+        from distgfn.chem.evaluation import MoleculeEvaluator
+
+        return MoleculeEvaluator(env, run_dir, cfg.reward.beta, cfg.eval.mode_reward, cfg.eval.mode_similarity)
+    from distgfn.rewards import make_reward
+
+    return GridEvaluator(env, make_reward(cfg, env), cfg.reward.beta, cfg.eval.empirical_window)
 
 
 def exact_distribution(env, log_policy) -> np.ndarray:
@@ -101,13 +136,24 @@ class EmpiricalTracker:
 class GridEvaluator:
     """The HyperGrid metrics of a run: l1_exact, l1_empirical and modes_found."""
 
+    exact = True  # exact_metrics needs the policy
+
     def __init__(self, env, reward, beta: float, window: int):
         self.env = env
         self.target = target_distribution(env, reward, beta)
         self.tracker = EmpiricalTracker(self.target, window)
 
-    def observe(self, objects: np.ndarray) -> None:
-        self.tracker.add(self.env.cell_index(objects))
+    def observe(self, sampled: Sampled, step: int) -> None:
+        self.tracker.add(self.env.cell_index(sampled.objects))
+
+    def state(self) -> dict:
+        return self.tracker.state()
+
+    def restore(self, state: dict, step: int) -> None:
+        self.tracker.restore(state)
+
+    def close(self) -> None:
+        pass
 
     def sampled_metrics(self) -> dict:
         t = self.tracker

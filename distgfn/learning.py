@@ -18,7 +18,7 @@ class Learner:
     def __init__(self, cfg: Config):
         self.cfg = cfg
         self.device = pick_device(cfg.learner.device)
-        self.env = make_env(cfg.env)
+        self.env = make_env(cfg)
         self.model = make_model(cfg.model, self.env).to(self.device)
         body = [p for name, p in self.model.named_parameters() if name != "log_z"]
         self.optimizer = torch.optim.Adam(

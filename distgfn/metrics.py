@@ -35,19 +35,22 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def progress_line(row: dict, total_steps: int) -> str:
-    parts = [
-        f"step {row['step']}/{total_steps}",
-        f"traj {row['trajectories']}",
-        f"{row['traj_per_s']:.0f} traj/s",
-        f"loss {row['loss']:.4g}",
-    ]
+    parts = [f"step {row['step']}/{total_steps}", f"traj {row['trajectories']}",
+             f"{row['traj_per_s']:.0f} traj/s", f"loss {number(row['loss'], '.4g')}"]
     for key in ("l1_exact", "l1_empirical"):
         if key in row:
-            parts.append(f"{key} {row[key]:.4f}")
+            parts.append(f"{key} {number(row[key], '.4f')}")
     if "modes_found" in row:
         parts.append(f"modes {row['modes_found']}/{row['modes_total']}")
+    if "unique_molecules" in row:
+        parts += [f"unique {row['unique_molecules']}", f"top10 {number(row['top10_reward'], '.3f')}",
+                  f"top100 {number(row['top100_reward'], '.3f')}", f"modes {row['modes']}"]
     parts.append(f"{row['wall_s']:.0f}s")
     return " | ".join(parts)
+
+
+def number(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def print_progress(row: dict, total_steps: int) -> None:

@@ -42,6 +42,11 @@ class GridMLP(nn.Module):
 
 
 def make_model(cfg: ModelConfig, env) -> nn.Module:
+    """GridMLP for HyperGrid; FragmentGNN (message passing over the fragment tree) for molecules."""
+    if hasattr(env, "blocks"):
+        from distgfn.chem.fragment_model import FragmentGNN
+
+        return FragmentGNN.for_env(env, cfg.hidden, cfg.layers)
     return GridMLP(env.ndim, env.height, env.n_actions, cfg.hidden, cfg.layers)
 
 

@@ -19,18 +19,29 @@ class Trajectories:
     def final(self) -> np.ndarray:
         return self.states[np.arange(len(self.lengths)), self.lengths]
 
+    def subset(self, keep: np.ndarray) -> "Trajectories":
+        return Trajectories(self.states[keep], self.actions[keep], self.lengths[keep])
+
 
 def sample_actions(logits, masks, rng, epsilon: float = 0.0, temperature: float = 1.0) -> np.ndarray:
-    """Samples from (1 - epsilon) * softmax(logits / T) + epsilon * uniform, over valid actions."""
-    if temperature != 1.0:
-        logits = logits / temperature
-    scores = np.where(masks, logits + rng.gumbel(size=logits.shape), -np.inf)
-    actions = scores.argmax(axis=1)
+    """Samples from (1 - epsilon) * softmax(logits / T) + epsilon * uniform, over valid actions.
+
+    Gumbel-max on the valid entries only: a molecule state has 5,041 actions of which a few
+    hundred are valid, and noise for all of them was most of a rollout's time."""
+    rows, cols = np.nonzero(masks)
+    starts = np.searchsorted(rows, np.arange(len(masks)))
+    counts = np.diff(np.append(starts, len(rows)))
+    if (counts == 0).any():
+        raise ValueError(f"sample_actions: state {int(np.argmin(counts))} has no valid action")
+    scores = logits[rows, cols] / temperature + rng.gumbel(size=len(rows))
+    best = np.maximum.reduceat(scores, starts)
+    winners = np.flatnonzero(scores == best[rows])
+    first = winners[np.searchsorted(rows[winners], np.arange(len(masks)))]
+    actions = cols[first]
     if epsilon > 0:
         explore = rng.random(len(actions)) < epsilon
-        if explore.any():
-            noise = np.where(masks[explore], rng.random(masks[explore].shape), -1.0)
-            actions[explore] = noise.argmax(axis=1)
+        uniform = cols[starts + (rng.random(len(actions)) * counts).astype(np.int64)]
+        actions = np.where(explore, uniform, actions)
     return actions
 
 
@@ -40,19 +51,19 @@ def sample_trajectories(env, policy, n: int, rng, epsilon: float = 0.0, temperat
     states = np.empty((n, env.max_steps + 1, state.shape[1]), dtype=state.dtype)
     actions = np.full((n, env.max_steps), -1, dtype=np.int64)
     states[:, 0] = state
-    live = np.arange(n)
-    for t in range(env.max_steps):
-        if len(live) == 0:
-            break
+    live, t = np.arange(n), 0
+    while len(live) and t < env.max_steps:
         current = state[live]
         chosen = sample_actions(policy(env.featurize(current)), env.masks(current), rng, epsilon, temperature)
         actions[live, t] = chosen
         reached = env.step(current, chosen)
         state[live] = reached
-        states[:, t + 1] = state
+        t += 1
+        states[:, t] = state
         live = live[~env.is_terminal(reached)]
     if len(live):
         raise RuntimeError(f"{len(live)} trajectories did not terminate within env.max_steps={env.max_steps}")
+    states[:, t + 1 :] = state[:, None]  # rows after the last step repeat the final state
     return Trajectories(states, actions, (actions >= 0).sum(axis=1))
 
 

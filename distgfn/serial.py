@@ -11,7 +11,7 @@ import torch
 
 from distgfn import checkpoint
 from distgfn.config import Config, config_text
-from distgfn.evaluation import GridEvaluator
+from distgfn.evaluation import Sampled, make_evaluator
 from distgfn.learning import Learner
 from distgfn.metrics import MetricsLog, drop_rows_after, mean, print_progress
 from distgfn.rollout import RolloutWorker
@@ -29,7 +29,7 @@ def train(cfg: Config, run_dir: Path, progress=print_progress, resume: bool = Fa
     # On CPU the worker samples with the learner's own model; on a GPU it keeps a CPU copy.
     shared = learner.device.type == "cpu"
     worker = RolloutWorker(cfg, seed=cfg.seed, model=learner.model if shared else None)
-    evaluator = GridEvaluator(learner.env, worker.reward, cfg.reward.beta, cfg.eval.empirical_window)
+    evaluator = make_evaluator(cfg, learner.env, run_dir)
     clock = Clock()
     run = SerialRun(cfg, run_dir, learner, worker, evaluator, clock)
     if resume:
@@ -41,9 +41,11 @@ def train(cfg: Config, run_dir: Path, progress=print_progress, resume: bool = Fa
             if not shared:
                 worker.set_weights(*learner.weights())
             rollout = worker.sample()
-            losses.append(learner.update(rollout.batch))
             run.trajectories += len(rollout.objects)
-            evaluator.observe(rollout.objects)
+            evaluator.observe(Sampled.of(rollout), learner.step)
+            if rollout.batch is None:  # every reward in the batch failed: nothing to train on
+                continue
+            losses.append(learner.update(rollout.batch))
             if learner.step % cfg.log.every == 0 or learner.step == cfg.learner.steps:
                 row = metrics_row(cfg, learner, evaluator, clock, run.trajectories, losses)
                 log.write(row)
@@ -55,6 +57,7 @@ def train(cfg: Config, run_dir: Path, progress=print_progress, resume: bool = Fa
         print("distgfn: interrupted; saving a checkpoint and the model, then stopping", file=sys.stderr)
     finally:
         log.close()
+        evaluator.close()
     run.save()
     torch.save(learner.model.state_dict(), run_dir / "model.pt")
     return learner
@@ -73,7 +76,7 @@ class SerialRun:
     def save(self) -> None:
         run = {"worker_rng": self.worker.rng.bit_generator.state, "trajectories": self.trajectories,
                "wall_s": self.clock.wall(), "metrics_step": self.learner.step,
-               "tracker": self.evaluator.tracker.state()}
+               "evaluator": self.evaluator.state()}
         files = {"learner.pt": checkpoint.state_to_bytes(self.learner.state()),
                  "run.pt": checkpoint.state_to_bytes(run), "config.yaml": config_text(self.cfg).encode()}
         checkpoint.save(self.root, self.learner.step, files, keep=self.cfg.checkpoint.keep)
@@ -86,7 +89,7 @@ class SerialRun:
         self.trajectories = run["trajectories"]
         self.clock.start -= run["wall_s"]
         self.clock.restart(self.trajectories)
-        self.evaluator.tracker.restore(run["tracker"])
+        self.evaluator.restore(run["evaluator"], run["metrics_step"])
         drop_rows_after(self.run_dir / "metrics.jsonl", run["metrics_step"])
         print(f"distgfn: resuming from the checkpoint at step {step} in {self.root}", file=sys.stderr)
 
@@ -121,7 +124,7 @@ def metrics_row(cfg, learner, evaluator, clock, trajectories, losses) -> dict:
     }
     row.update(evaluator.sampled_metrics())
     every = cfg.eval.every
-    if (every and learner.step % every == 0) or learner.step == cfg.learner.steps:
+    if evaluator.exact and ((every and learner.step % every == 0) or learner.step == cfg.learner.steps):
         row.update(evaluator.exact_metrics(learner.log_policy))
     clock.restart(trajectories)  # after evaluation, so its time is left out of the next rate
     return row

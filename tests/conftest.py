@@ -6,7 +6,24 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
+from pathlib import Path  # noqa: E402
+
 import pytest  # noqa: E402
+
+# The sEH task's published files, copied beside the repository (tests have no internet).
+SEH_DATA = Path(__file__).parents[1].parent / "shared" / "data" / "seh"
+
+
+@pytest.fixture(scope="session")
+def seh_data() -> Path:
+    """The shared read-only copy of the sEH data; missing files fail the test, never skip it."""
+    from distgfn.data import DATASETS
+
+    missing = [name for name in [*DATASETS["seh"], "proxy_reference.json"] if not (SEH_DATA / name).is_file()]
+    if missing:
+        pytest.fail(f"sEH test data missing in {SEH_DATA}: {', '.join(missing)}; the tests need the shared "
+                    f"data folder beside the repository")
+    return SEH_DATA
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,4 @@
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,16 +11,13 @@ from distgfn.envs.fragments import FragmentEnv
 from distgfn.learning import with_masks
 from distgfn.sampling import sample_trajectories
 
-BLOCKS_PATH = Path(__file__).parents[1].parent / "shared" / "data" / "seh" / "blocks_PDB_105.json"
 METHYL = 8  # C_0: methane with one stem, the simplest block to attach anywhere
 BENZENE = 0
 
 
 @pytest.fixture(scope="module")
-def blocks():
-    if not BLOCKS_PATH.exists():
-        pytest.fail(f"the block library is missing: expected {BLOCKS_PATH} (shared/data/seh next to the repo)")
-    return load_blocks(BLOCKS_PATH)
+def blocks(seh_data):
+    return load_blocks(seh_data / "blocks_PDB_105.json")
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +138,17 @@ def test_stop_is_masked_below_min_fragments(blocks):
     for n in range(1, 6):
         state = grow(env, *([1 + BENZENE] + [env.encode(METHYL, 0, k) for k in range(n - 1)]))
         assert env.masks(state[None])[0, env.stop_action] == (n >= 3)
+
+
+def test_a_dead_end_below_min_fragments_may_stop(blocks):
+    env = FragmentEnv(blocks, min_fragments=3, max_fragments=5)
+    single = next(j for j, stems in enumerate(blocks.stems) if len(stems) == 1)  # one stem; none left as a child
+    state = grow(env, 1 + single, env.encode(single, 0, 0))
+    assert not env.free_slots(state[None]).any(), "the tree has no free slot left"
+    masks = env.masks(state[None])
+    assert np.nonzero(masks[0])[0].tolist() == [env.stop_action], "stop, though below min_fragments"
+    model = FragmentGNN.for_env(env, hidden=8, layers=1)
+    assert (model.masks(torch.from_numpy(state[None])).numpy() == masks).all()
 
 
 def test_only_stop_is_valid_at_max_fragments(blocks):

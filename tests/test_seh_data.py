@@ -22,17 +22,12 @@ import pytest
 from distgfn.data import DATASETS, PROXY_NPZ, DataError, RestrictedUnpickler, data_dir, fetch, load_proxy_params, require
 
 REPO = Path(__file__).parents[1]
-SEH = REPO.parent / "shared" / "data" / "seh"
 PUBLISHED = list(DATASETS["seh"])
 
 
 @pytest.fixture
-def seh_shared() -> Path:
-    """The shared read-only copy of the published files; missing data is a failure, not a skip."""
-    if not all((SEH / f).is_file() for f in PUBLISHED):
-        pytest.fail(f"sEH test data not found in {SEH} (expected {', '.join(PUBLISHED)}); "
-                    f"the tests need the shared data folder beside the repository")
-    return SEH
+def seh_shared(seh_data) -> Path:
+    return seh_data
 
 
 @pytest.fixture

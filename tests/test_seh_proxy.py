@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,21 +11,15 @@ from rdkit import Chem
 from distgfn.chem.proxy import ProxyScorer, featurize
 from distgfn.data import data_dir
 
-SEH = Path(__file__).parents[1].parent / "shared" / "data" / "seh"
+@pytest.fixture(scope="module")
+def reference(seh_data) -> list[dict]:
+    return json.loads((seh_data / "proxy_reference.json").read_text())
 
 
 @pytest.fixture(scope="module")
-def reference() -> list[dict]:
-    if not (SEH / "proxy_reference.json").is_file():
-        pytest.fail(f"sEH test data not found in {SEH} (proxy_reference.json, best_params.pkl.gz); "
-                    f"the tests need the shared data folder beside the repository")
-    return json.loads((SEH / "proxy_reference.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def scorer(reference) -> ProxyScorer:
+def scorer(seh_data) -> ProxyScorer:
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DISTGFN_DATA_DIR", str(SEH))
+        mp.setenv("DISTGFN_DATA_DIR", str(seh_data))
         return ProxyScorer(data_dir("seh"))
 
 

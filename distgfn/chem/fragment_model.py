@@ -122,5 +122,6 @@ class FragmentGNN(nn.Module):
         free &= open_[:, None, None]
         free[:, 0, 0] |= open_ & (n_frag == 0)
         attach = free[:, :, :, None].expand(-1, -1, -1, self.n_blocks).reshape(len(states), self.n_actions - 1)
-        stop = ~done & (n_frag >= self.min_fragments)
+        stuck = ~free.flatten(1).any(dim=1) & (n_frag > 0)  # a dead end below min_fragments may stop
+        stop = ~done & ((n_frag >= self.min_fragments) | stuck)
         return torch.cat([stop[:, None], attach], dim=1)

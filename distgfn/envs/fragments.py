@@ -102,7 +102,9 @@ class FragmentEnv:
         free = self.free_slots(states)
         # Every block has a stem to attach by (load_blocks checks), so a free slot takes any block.
         attach = np.broadcast_to(free[:, :, :, None], free.shape + (self.n_blocks,)).reshape(len(states), self.n_actions - 1)
-        stop = ~self.is_terminal(states) & (self.n_fragments(states) >= self.min_fragments)
+        # Stop is also allowed at a dead end: a tree below min_fragments with no free slot left.
+        stuck = ~free.any(axis=(1, 2)) & (self.n_fragments(states) > 0)
+        stop = ~self.is_terminal(states) & ((self.n_fragments(states) >= self.min_fragments) | stuck)
         return np.concatenate([stop[:, None], attach], axis=1)
 
     def step(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray:

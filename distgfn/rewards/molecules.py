@@ -1,0 +1,76 @@
+"""Molecule rewards: an oracle scores SMILES, and R(x) is a positive transform of its output.
+
+    seh_proxy   R = clip(proxy / 8, 1e-4, 100)        the paper's sEH binding proxy
+    vina_seh    R = docking.reward_from_score(score)  Vina docking against sEH (PDB 4JNC)
+    qed         R = max(QED, 1e-4)                    drug-likeness, in (0, 1]
+    sa          R = max((10 - SA) / 9, 1e-4)          synthetic accessibility, SA 1 (easy) .. 10
+
+The policy is trained towards R(x) ** reward.beta. An oracle reports a molecule it cannot
+score (docking preparation failed, say) with an error: the molecule is recorded and left out
+of training, never scored as zero.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from distgfn.config import Config
+from distgfn.rewards import Scores
+
+MIN_REWARD = 1e-4
+
+
+class MoleculeReward:
+    """Scores terminal fragment states through their canonical SMILES."""
+
+    def __init__(self, env, oracle, transform: Callable[[np.ndarray], np.ndarray]):
+        self.env, self.oracle, self.transform = env, oracle, transform
+
+    def __call__(self, states: np.ndarray) -> Scores:
+        return score_smiles(self.oracle, self.transform, self.env.smiles(states))
+
+
+def score_smiles(oracle, transform, smiles: list[str]) -> Scores:
+    raw, errors = oracle.score(smiles)
+    raw = np.asarray(raw, dtype=np.float64)
+    failed = np.array([e is not None for e in errors], dtype=bool)
+    with np.errstate(invalid="ignore"):
+        reward = np.where(failed, np.nan, transform(np.where(failed, 0.0, raw)))
+    return Scores(reward, raw, list(errors))
+
+
+def make_oracle(cfg: Config):
+    """(oracle, transform) for reward.name; the oracle has score(smiles) -> (raw, errors)."""
+    from distgfn import data
+
+    name = cfg.reward.name
+    if name == "seh_proxy":
+        from distgfn.chem.proxy import ProxyScorer
+
+        return ProxyScorer(data.data_dir("seh", cfg.data.dir)), proxy_reward
+    if name == "vina_seh":
+        from distgfn.chem.docking import VinaDocker, reward_from_score
+
+        docker = VinaDocker(data.data_dir("seh", cfg.data.dir), exhaustiveness=cfg.reward.exhaustiveness,
+                            max_evals=cfg.reward.max_evals, seed=cfg.seed)
+        return docker, reward_from_score
+    if name == "qed":
+        from distgfn.chem.scores import QEDScorer
+
+        return QEDScorer(), lambda qed: np.maximum(qed, MIN_REWARD)
+    if name == "sa":
+        from distgfn.chem.scores import SAScorer, sa_reward
+
+        return SAScorer(), lambda sa: np.maximum(sa_reward(sa), MIN_REWARD)
+    raise ValueError(f"unknown molecule reward {name!r}")
+
+
+def proxy_reward(proxy: np.ndarray) -> np.ndarray:
+    return np.clip(proxy / 8.0, MIN_REWARD, 100.0)
+
+
+def make_molecule_reward(cfg: Config, env) -> MoleculeReward:
+    oracle, transform = make_oracle(cfg)
+    return MoleculeReward(env, oracle, transform)

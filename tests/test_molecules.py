@@ -1,0 +1,114 @@
+"""The molecule task end to end: configs, rewards that fail per molecule, the CLI, Ray."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from distgfn import driver, serial
+from distgfn.chem.evaluation import MoleculeEvaluator
+from distgfn.chem.tracking import read_molecules
+from distgfn.evaluation import Sampled
+from distgfn.config import ConfigError, load_config, save_config
+from distgfn.metrics import read_metrics
+from distgfn.rewards import Scores
+from distgfn.rollout import RolloutWorker, encode_records
+
+REPO = Path(__file__).parents[1]
+SMALL = ["model.hidden=32", "model.layers=1"]
+
+
+def molecule_config(seh_data, *overrides):
+    return load_config(REPO / "configs" / "seh.yaml", [f"data.dir={seh_data}", *overrides])
+
+
+class FailsSomeMolecules:
+    """Fault injection: an oracle that cannot score molecules with an odd number of atoms."""
+
+    def __init__(self, env):
+        self.env = env
+
+    def __call__(self, states):
+        smiles = self.env.smiles(states)
+        odd = [len(s) % 2 == 1 for s in smiles]
+        errors = [f"{s}: docking failed (injected)" if o else None for s, o in zip(smiles, odd)]
+        reward = np.where(odd, np.nan, 0.5)
+        return Scores(reward, np.where(odd, np.nan, 4.0), errors)
+
+
+def test_a_molecule_reward_must_go_with_the_fragment_env():
+    with pytest.raises(ConfigError, match="does not score env.name 'hypergrid'"):
+        load_config(None, ["reward.name=seh_proxy"])
+
+
+def test_molecules_whose_reward_fails_are_left_out_of_training_and_recorded(seh_data, tmp_path):
+    cfg = molecule_config(seh_data, "runtime=serial", "learner.steps=6", "log.every=3", "checkpoint.every=0", *SMALL)
+    worker = RolloutWorker(cfg, seed=0)
+    worker.reward = FailsSomeMolecules(worker.env)
+    rollout = worker.sample()
+    failed = rollout.scores.failed
+    assert 0 < failed.sum() < len(failed), "the seed gives a mix of failed and scored molecules"
+    assert np.isnan(rollout.log_reward[failed]).all() and np.isfinite(rollout.log_reward[~failed]).all()
+    assert len(encode_records(rollout, "a")) == (~failed).sum(), "one record per scored trajectory only"
+    assert len(rollout.batch["log_reward"]) == (~failed).sum()
+    evaluator = MoleculeEvaluator(worker.env, tmp_path, cfg.reward.beta, cfg.eval.mode_reward, cfg.eval.mode_similarity)
+    evaluator.observe(Sampled.of(rollout), step=0)
+    evaluator.close()
+    logged = read_molecules(tmp_path / "molecules.jsonl")
+    smiles = worker.env.smiles(rollout.objects)
+    assert sorted(m["smiles"] for m in logged if "error" in m) == sorted(np.array(smiles)[failed].tolist())
+    assert len(logged) == len(smiles), "every molecule is recorded, failures with why"
+    assert all("injected" in m["error"] for m in logged if "error" in m)
+    assert evaluator.sampled_metrics()["reward_failures"] == failed.sum()
+    assert evaluator.sampled_metrics()["molecules"] == (~failed).sum()
+
+
+def test_a_serial_molecule_run_logs_every_molecule_and_the_molecule_metrics(seh_data, tmp_path):
+    cfg = molecule_config(seh_data, "runtime=serial", "learner.steps=6", "log.every=3", "checkpoint.every=0", *SMALL)
+    serial.train(cfg, tmp_path, progress=lambda row, total: None)
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    molecules = read_molecules(tmp_path / "molecules.jsonl")
+    assert [r["step"] for r in rows] == [3, 6]
+    assert rows[-1]["molecules"] == len(molecules) == rows[-1]["trajectories"] == 6 * 16
+    for key in ("unique_molecules", "top10_reward", "top100_reward", "top1000_reward", "modes",
+                "top100_similarity", "reward_failures"):
+        assert key in rows[-1], key
+    assert rows[-1]["top1000_reward"] is None, "fewer than 1000 unique molecules: no partial mean"
+    assert all(0 < m["reward"] <= 100 and m["raw"] == pytest.approx(8 * m["reward"], rel=1e-5)
+               for m in molecules if m["raw"] / 8 > 1e-4)
+
+
+def test_score_reports_bad_smiles_per_line_and_scores_the_rest(seh_data, tmp_path):
+    reference = json.loads((seh_data / "proxy_reference.json").read_text())[:2]
+    lines = [reference[0]["smiles"], "C1CC(", reference[1]["smiles"]]
+    (tmp_path / "in.smi").write_text("\n".join(lines) + "\n")
+    out = subprocess.run([sys.executable, "-m", "distgfn", "score", "--reward", "seh_proxy", "--set",
+                          f"data.dir={seh_data}", str(tmp_path / "in.smi")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["x"] for r in rows] == lines
+    assert "error" in rows[1] and "C1CC(" in rows[1]["error"]
+    for row, ref in zip([rows[0], rows[2]], reference):
+        assert row["raw"] == pytest.approx(ref["proxy"], abs=1e-4)
+        assert row["log_reward"] == pytest.approx(np.log(np.clip(ref["proxy"] / 8, 1e-4, 100)), abs=1e-4)
+
+
+def test_a_distributed_seh_run_improves_and_samples_smiles(ray_cluster, seh_data, tmp_path):
+    cfg = molecule_config(seh_data, "learner.steps=300", "log.every=50", "checkpoint.every=0",
+                          "replay.min_size=32", "learner.lr=0.001")
+    driver.train(cfg, tmp_path, progress=lambda row, total: None)
+    reward = np.array([m["reward"] for m in read_molecules(tmp_path / "molecules.jsonl") if "reward" in m])
+    window = 640
+    first, last = reward[:window], reward[-window:]
+    assert last.mean() > first.mean(), f"mean reward {first.mean():.3f} -> {last.mean():.3f}"
+    assert np.sort(last)[-10:].mean() > np.sort(first)[-10:].mean(), "top-10 reward of the batches improves"
+    save_config(cfg, tmp_path / "config.yaml")
+    out = subprocess.run([sys.executable, "-m", "distgfn", "sample", str(tmp_path), "-n", "5"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(rows) == 5 and all(isinstance(r["x"], str) and np.isfinite(r["log_reward"]) for r in rows)
