@@ -31,7 +31,7 @@ def config(data_dir, *overrides):
     return load_config(CONFIG, ([f"data.dir={data_dir}"] if data_dir else []) + list(overrides))
 
 
-def split(data_dir, batches: int = 30) -> None:
+def split(data_dir, batches: int = 30, batch_size: int = 16) -> None:
     """Where a molecule's time goes, measured piece by piece in one process on one core."""
     from distgfn.batch import build_batch
     from distgfn.learning import Learner
@@ -39,7 +39,7 @@ def split(data_dir, batches: int = 30) -> None:
     from distgfn.rollout import RolloutWorker
     from distgfn.sampling import sample_trajectories
 
-    cfg = config(data_dir)
+    cfg = config(data_dir, f"sampler.batch_size={batch_size}")
     worker, learner = RolloutWorker(cfg, seed=0), Learner(cfg)
     worker.set_weights(*learner.weights())
     env, s = worker.env, cfg.sampler
@@ -173,7 +173,8 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     if args.part in ("split", "all"):
-        split(args.data_dir)
+        for batch_size in (16, 64):
+            split(args.data_dir, batch_size=batch_size)
     if args.part in ("throughput", "all"):
         throughput(args.data_dir)
     if args.part in ("learning", "all"):

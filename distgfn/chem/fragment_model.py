@@ -73,16 +73,21 @@ class FragmentGNN(nn.Module):
     def forward(self, states: torch.Tensor) -> torch.Tensor:
         done, blocks, parents, slots = self.split(states)
         n = len(blocks)
+        # Fragments are numbered 0..n_f-1, so columns past the batch's largest tree are padding:
+        # the message passing skips them (most of a rollout's states are small trees).
+        m = max(int((blocks >= 0).sum(dim=1).max()), 1) if n else 1
+        blocks, parents, slots = blocks[:, :m], parents[:, :m], slots[:, :m]
+        is_root = self.is_root[:m]
         present = blocks >= 0
         block = blocks.clamp(min=0)
-        is_child = present & (self.is_root == 0)
+        is_child = present & (is_root == 0)
         to_parent = parents.clamp(min=0)
         # Edge c -> parent_c is labelled with the parent's slot it uses.
         edge = self.slot_embed(self.slot_index(block.gather(1, to_parent), slots.clamp(min=0),
-                                               self.is_root[to_parent]))
+                                               is_root[to_parent]))
         live = present[:, :, None].float()
         child_live = is_child[:, :, None].float()
-        h = (self.block_embed(block) + self.root_embed * self.is_root[:, None]) * live
+        h = (self.block_embed(block) + self.root_embed * is_root[:, None]) * live
         gather_index = to_parent[:, :, None].expand(-1, -1, h.shape[2])
         for down, up, update, norm in zip(self.down, self.up, self.update, self.norm):
             from_parent = torch.relu(down(torch.cat([h.gather(1, gather_index), edge], dim=2))) * child_live
