@@ -24,20 +24,34 @@ class Trajectories:
 
 
 def sample_actions(logits, masks, rng, epsilon: float = 0.0, temperature: float = 1.0) -> np.ndarray:
-    """Samples from (1 - epsilon) * softmax(logits / T) + epsilon * uniform, over valid actions.
+    """Samples from (1 - epsilon) * softmax(logits / T) + epsilon * uniform, over valid actions,
+    by Gumbel-max. Wide action spaces (a molecule state has 5,041 actions, a few hundred valid)
+    draw noise for the valid entries only; for narrow ones the dense arrays are cheaper."""
+    stuck = ~masks.any(axis=1)
+    if stuck.any():
+        raise ValueError(f"sample_actions: state {int(np.argmax(stuck))} has no valid action")
+    if masks.shape[1] > 256:
+        return sample_sparse(logits, masks, rng, epsilon, temperature)
+    if temperature != 1.0:
+        logits = logits / temperature
+    scores = np.where(masks, logits + rng.gumbel(size=logits.shape), -np.inf)
+    actions = scores.argmax(axis=1)
+    if epsilon > 0:
+        explore = rng.random(len(actions)) < epsilon
+        if explore.any():
+            noise = np.where(masks[explore], rng.random(masks[explore].shape), -1.0)
+            actions[explore] = noise.argmax(axis=1)
+    return actions
 
-    Gumbel-max on the valid entries only: a molecule state has 5,041 actions of which a few
-    hundred are valid, and noise for all of them was most of a rollout's time."""
+
+def sample_sparse(logits, masks, rng, epsilon: float, temperature: float) -> np.ndarray:
     rows, cols = np.nonzero(masks)
     starts = np.searchsorted(rows, np.arange(len(masks)))
     counts = np.diff(np.append(starts, len(rows)))
-    if (counts == 0).any():
-        raise ValueError(f"sample_actions: state {int(np.argmin(counts))} has no valid action")
     scores = logits[rows, cols] / temperature + rng.gumbel(size=len(rows))
     best = np.maximum.reduceat(scores, starts)
     winners = np.flatnonzero(scores == best[rows])
-    first = winners[np.searchsorted(rows[winners], np.arange(len(masks)))]
-    actions = cols[first]
+    actions = cols[winners[np.searchsorted(rows[winners], np.arange(len(masks)))]]
     if epsilon > 0:
         explore = rng.random(len(actions)) < epsilon
         uniform = cols[starts + (rng.random(len(actions)) * counts).astype(np.int64)]
