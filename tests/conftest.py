@@ -10,8 +10,9 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-# The sEH task's published files, copied beside the repository (tests have no internet).
-SEH_DATA = Path(__file__).parents[1].parent / "shared" / "data" / "seh"
+# The sEH task's published files: DISTGFN_DATA_DIR when set, else a copy beside the repository
+# (../shared/data/seh); the tests never download.
+SEH_DATA = Path(os.environ.get("DISTGFN_DATA_DIR") or Path(__file__).parents[1].parent / "shared" / "data" / "seh")
 
 
 @pytest.fixture(scope="session")
