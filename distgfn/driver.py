@@ -39,10 +39,11 @@ WORKER_ENV = {"env_vars": {"OMP_NUM_THREADS": "1"}}
 def train(cfg: Config, run_dir: Path, progress=print_progress, resume: bool = False) -> None:
     """Trains to learner.steps; with resume, continues from the newest usable checkpoint."""
     saved = checkpoint.load_latest(checkpoint.root_for(cfg, run_dir)) if resume else None
-    started_ray = connect(cfg)
-    stop_on_sigterm()
-    loop = ControlLoop(cfg, run_dir, progress=progress)
+    loop = ControlLoop(cfg, run_dir, progress=progress)  # missing data files fail here, before Ray starts
+    started_ray = False
     try:
+        started_ray = connect(cfg)
+        stop_on_sigterm()
         loop.start(saved)
         loop.run_surviving_failures()
     finally:

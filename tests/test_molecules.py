@@ -112,3 +112,12 @@ def test_a_distributed_seh_run_improves_and_samples_smiles(ray_cluster, seh_data
     assert out.returncode == 0, out.stderr
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert len(rows) == 5 and all(isinstance(r["x"], str) and np.isfinite(r["log_reward"]) for r in rows)
+
+
+def test_training_without_the_data_files_is_a_clear_error_before_ray_starts(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "distgfn", "train", str(REPO / "configs" / "seh.yaml"),
+                          "--run-dir", str(tmp_path / "run"), "--set", f"data.dir={tmp_path / 'empty'}"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "blocks_PDB_105.json" in out.stderr and "distgfn data fetch seh" in out.stderr
+    assert "starting an embedded local Ray cluster" not in out.stderr
