@@ -1,4 +1,4 @@
-"""The `distgfn` command: train, sample, score, report, data fetch."""
+"""The `distgfn` command: train, sample, score, serve-reward, report, data fetch."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import torch
 
 from distgfn.config import ConfigError, load_config, save_config
 from distgfn.data import DataError
+from distgfn.oracle import OracleError
 from distgfn.rewards import RewardError
 from distgfn.signals import stop_on_sigterm
 
@@ -23,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     stop_on_sigterm()
     try:
         return args.func(args)
-    except (ConfigError, DataError, RewardError, RunDirError, TimeoutError) as e:
+    except (ConfigError, DataError, OracleError, RewardError, RunDirError, TimeoutError) as e:
         print(f"distgfn: error: {e}", file=sys.stderr)
         return 2
 
@@ -53,6 +54,16 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--reward", required=True, help="reward.name: seh_proxy, vina_seh, qed, sa or hypergrid")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     c.set_defaults(func=cmd_score)
+
+    o = sub.add_parser("serve-reward", help="serve a molecule reward's oracle over gRPC (see distgfn.oracle)")
+    o.add_argument("--reward", required=True, help="reward.name: seh_proxy, vina_seh, qed or sa")
+    o.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    o.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: all; default 127.0.0.1)")
+    o.add_argument("--port", type=int, default=50051, help="port (0: any free one; default 50051)")
+    o.add_argument("--token-env", metavar="VAR", help="require 'authorization: Bearer $VAR' on every call")
+    o.add_argument("--tls-cert", type=Path, metavar="FILE", help="PEM certificate chain; serve TLS (with --tls-key)")
+    o.add_argument("--tls-key", type=Path, metavar="FILE", help="PEM private key of --tls-cert")
+    o.set_defaults(func=cmd_serve_reward)
 
     r = sub.add_parser("report", help="draw a molecule run's best molecules and progress (PNG, SVG, JSON)")
     r.add_argument("run_dir", type=Path)
@@ -195,6 +206,36 @@ def read_input(path: Path) -> str:
     if not path.exists():
         raise RunDirError(f"{path} not found")
     return path.read_text()
+
+
+def cmd_serve_reward(args) -> int:
+    """Serves the reward's oracle until Ctrl-C or SIGTERM; the bound address goes to stderr."""
+    import os
+
+    from distgfn.oracle import OracleError, serve
+    from distgfn.rewards.molecules import make_oracle
+
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ConfigError("give both --tls-cert and --tls-key, or neither")
+    token = os.environ.get(args.token_env) if args.token_env else None
+    if args.token_env and not token:
+        raise ConfigError(f"--token-env {args.token_env}: that environment variable is not set or empty")
+    cfg = load_config(None, ["env.name=fragments", f"reward.name={args.reward}", *args.set])
+    oracle, _ = make_oracle(cfg)
+    try:
+        server, port = serve(oracle, args.host, args.port, token=token,
+                             tls=(args.tls_cert, args.tls_key) if args.tls_cert else None)
+    except OracleError as e:
+        print(f"distgfn: error: {e}", file=sys.stderr)
+        return 2
+    print(f"distgfn: serving reward {args.reward} on {args.host}:{port}", file=sys.stderr, flush=True)
+    try:
+        server.wait_for_termination()
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM through stop_on_sigterm
+        print("distgfn: stopping; calls in flight get 5 s to finish", file=sys.stderr, flush=True)
+    finally:
+        server.stop(grace=5).wait()
+    return 0
 
 
 def cmd_report(args) -> int:

@@ -50,6 +50,15 @@ class RewardConfig:
     # vina_seh: Vina's search effort per molecule (see README: time against quality).
     exhaustiveness: int = 1
     max_evals: int = 50_000
+    # Molecules: inline (the oracle runs in each rollout actor) or remote (a `distgfn
+    # serve-reward` oracle over gRPC at `addresses`, "host:port,host:port").
+    mode: Literal["inline", "remote"] = "inline"
+    addresses: str = ""
+    deadline_s: float = 600.0
+    # Name of the environment variable holding the oracle's token (never the token itself).
+    token_env: Optional[str] = None
+    # CA certificate (PEM) of a TLS oracle; null: plaintext.
+    tls_ca: Optional[str] = None
 
 
 @dataclass
@@ -214,6 +223,7 @@ RANGES = [
     ("learner.device", lambda v: v == "auto" or v == "cpu" or v.startswith("cuda"), "auto, cpu or cuda[:N]"),
     ("reward.latency_ms", lambda v: v >= 0, ">= 0"),
     ("reward.exhaustiveness", lambda v: v >= 1, ">= 1"),
+    ("reward.deadline_s", lambda v: v > 0, "> 0"),
     ("reward.max_evals", lambda v: v >= 0, ">= 0 (0: Vina's own budget)"),
     ("env.min_fragments", lambda v: v >= 1, ">= 1"),
     ("env.max_fragments", lambda v: v >= 1, ">= 1"),
@@ -293,6 +303,9 @@ def check_env_and_reward(cfg: Config) -> None:
     if molecule != (cfg.env.name == "fragments"):
         raise ConfigError(f"reward.name {cfg.reward.name!r} does not score env.name {cfg.env.name!r} "
                           f"(hypergrid goes with hypergrid; seh_proxy, vina_seh, qed and sa with fragments)")
+    if cfg.reward.mode == "remote" and (not molecule or not cfg.reward.addresses.strip()):
+        raise ConfigError("reward.mode remote needs a molecule reward and reward.addresses (host:port,...) of "
+                          "`distgfn serve-reward` oracles")
     if cfg.env.min_fragments > cfg.env.max_fragments:
         raise ConfigError(f"env.min_fragments ({cfg.env.min_fragments}) > env.max_fragments ({cfg.env.max_fragments})")
 

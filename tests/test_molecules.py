@@ -121,3 +121,25 @@ def test_training_without_the_data_files_is_a_clear_error_before_ray_starts(tmp_
     assert out.returncode == 2
     assert "blocks_PDB_105.json" in out.stderr and "distgfn data fetch seh" in out.stderr
     assert "starting an embedded local Ray cluster" not in out.stderr
+
+
+def test_reward_mode_remote_scores_through_a_grpc_oracle(seh_data, tmp_path):
+    from distgfn.chem.scores import QEDScorer
+    from distgfn.oracle import serve
+
+    server, port = serve(QEDScorer())
+    try:
+        cfg = molecule_config(seh_data, "runtime=serial", "reward.name=qed", "reward.beta=1", "reward.mode=remote",
+                              f"reward.addresses=127.0.0.1:{port}", "learner.steps=4", "log.every=2",
+                              "checkpoint.every=0", *SMALL)
+        serial.train(cfg, tmp_path, progress=lambda row, total: None)
+    finally:
+        server.stop(None)
+    molecules = read_molecules(tmp_path / "molecules.jsonl")
+    local, _ = QEDScorer().score([m["smiles"] for m in molecules])
+    assert len(molecules) == 4 * 16 and np.allclose([m["raw"] for m in molecules], local)
+
+
+def test_reward_mode_remote_needs_addresses():
+    with pytest.raises(ConfigError, match="reward.addresses"):
+        load_config(None, ["env.name=fragments", "reward.name=qed", "reward.mode=remote"])

@@ -5,7 +5,9 @@
     qed         R = max(QED, 1e-4)                    drug-likeness, in (0, 1]
     sa          R = max((10 - SA) / 9, 1e-4)          synthetic accessibility, SA 1 (easy) .. 10
 
-The policy is trained towards R(x) ** reward.beta. An oracle reports a molecule it cannot
+The policy is trained towards R(x) ** reward.beta. With reward.mode remote the oracle runs in
+`distgfn serve-reward` processes (distgfn.oracle) and each rollout actor calls them over gRPC;
+the transform stays here. An oracle reports a molecule it cannot
 score (docking preparation failed, say) with an error: the molecule is recorded and left out
 of training, never scored as zero.
 """
@@ -49,22 +51,53 @@ def make_oracle(cfg: Config):
     if name == "seh_proxy":
         from distgfn.chem.proxy import ProxyScorer
 
-        return ProxyScorer(data.data_dir("seh", cfg.data.dir)), proxy_reward
+        return ProxyScorer(data.data_dir("seh", cfg.data.dir)), make_transform(name)
     if name == "vina_seh":
-        from distgfn.chem.docking import VinaDocker, reward_from_score
+        from distgfn.chem.docking import VinaDocker
 
         docker = VinaDocker(data.data_dir("seh", cfg.data.dir), exhaustiveness=cfg.reward.exhaustiveness,
                             max_evals=cfg.reward.max_evals, seed=cfg.seed)
-        return docker, reward_from_score
+        return docker, make_transform(name)
     if name == "qed":
         from distgfn.chem.scores import QEDScorer
 
-        return QEDScorer(), lambda qed: np.maximum(qed, MIN_REWARD)
+        return QEDScorer(), make_transform(name)
     if name == "sa":
-        from distgfn.chem.scores import SAScorer, sa_reward
+        from distgfn.chem.scores import SAScorer
 
-        return SAScorer(), lambda sa: np.maximum(sa_reward(sa), MIN_REWARD)
+        return SAScorer(), make_transform(name)
     raise ValueError(f"unknown molecule reward {name!r}")
+
+
+def make_transform(name: str) -> Callable[[np.ndarray], np.ndarray]:
+    """raw oracle output -> R(x) > 0, for reward.name (see the table at the top)."""
+    if name == "seh_proxy":
+        return proxy_reward
+    if name == "vina_seh":
+        from distgfn.chem.docking import reward_from_score
+
+        return reward_from_score
+    if name == "qed":
+        return lambda qed: np.maximum(qed, MIN_REWARD)
+    if name == "sa":
+        from distgfn.chem.scores import sa_reward
+
+        return lambda sa: np.maximum(sa_reward(sa), MIN_REWARD)
+    raise ValueError(f"unknown molecule reward {name!r}")
+
+
+def remote_oracle(cfg: Config):
+    """An OracleClient for `distgfn serve-reward` servers at reward.addresses."""
+    import os
+
+    from distgfn.oracle import OracleClient
+
+    r = cfg.reward
+    token = os.environ.get(r.token_env) if r.token_env else None
+    if r.token_env and token is None:
+        raise ValueError(f"reward.token_env names {r.token_env}, which is not set")
+    addresses = [a.strip() for a in r.addresses.split(",") if a.strip()]
+    return OracleClient(addresses, deadline_s=r.deadline_s, token=token, tls_ca=r.tls_ca)
 
 
 def proxy_reward(proxy: np.ndarray) -> np.ndarray:
@@ -72,5 +105,7 @@ def proxy_reward(proxy: np.ndarray) -> np.ndarray:
 
 
 def make_molecule_reward(cfg: Config, env) -> MoleculeReward:
+    if cfg.reward.mode == "remote":
+        return MoleculeReward(env, remote_oracle(cfg), make_transform(cfg.reward.name))
     oracle, transform = make_oracle(cfg)
     return MoleculeReward(env, oracle, transform)
