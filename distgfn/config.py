@@ -50,6 +50,10 @@ class RewardConfig:
     # vina_seh: Vina's search effort per molecule (see README: time against quality).
     exhaustiveness: int = 1
     max_evals: int = 50_000
+    # The run stops when more than this fraction of the last failure_window objects failed
+    # (the oracle reported an error, raised, or returned NaN, inf or R <= 0).
+    max_failure_rate: float = 0.5
+    failure_window: int = 1000
     # Molecules: inline (the oracle runs in each rollout actor) or remote (a `distgfn
     # serve-reward` oracle over gRPC at `addresses`, "host:port,host:port").
     mode: Literal["inline", "remote"] = "inline"
@@ -224,6 +228,8 @@ RANGES = [
     ("reward.latency_ms", lambda v: v >= 0, ">= 0"),
     ("reward.exhaustiveness", lambda v: v >= 1, ">= 1"),
     ("reward.deadline_s", lambda v: v > 0, "> 0"),
+    ("reward.max_failure_rate", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("reward.failure_window", lambda v: v >= 1, ">= 1"),
     ("reward.max_evals", lambda v: v >= 0, ">= 0 (0: Vina's own budget)"),
     ("env.min_fragments", lambda v: v >= 1, ">= 1"),
     ("env.max_fragments", lambda v: v >= 1, ">= 1"),

@@ -31,6 +31,7 @@ from distgfn.evaluation import make_evaluator
 from distgfn.learning import policy_log_probs
 from distgfn.metrics import MetricsLog, drop_rows_after, mean, print_progress
 from distgfn.models import make_model, set_weights
+from distgfn.rewards import FailureWindow, RewardError, report_failures
 from distgfn.signals import stop_on_sigterm
 
 WORKER_ENV = {"env_vars": {"OMP_NUM_THREADS": "1"}}
@@ -130,10 +131,11 @@ def dead_class(error: ray.exceptions.RayActorError) -> str:
     return found.group(1) if found else "learner or replay table"
 
 
-def unwrap(ref):
-    """ray.get that re-raises a remote error as its own type (a RewardError stays one)."""
+def unwrap(ref, timeout: float | None = None):
+    """ray.get that re-raises a remote error as its own type (a RewardError stays one, and a
+    dead actor under a call is a RayActorError)."""
     try:
-        return ray.get(ref)
+        return ray.get(ref, timeout=timeout)
     except ray.exceptions.RayTaskError as e:
         cause = e.cause if isinstance(getattr(e, "cause", None), Exception) else None
         raise (cause or e) from None
@@ -149,6 +151,7 @@ class ControlLoop:
         self.evaluator = make_evaluator(cfg, self.env, run_dir)
         self.step = self.role_restarts = 0
         self.failures, self.restarting = {}, set()  # actor id -> deaths; actors being restarted
+        self.failure_window = FailureWindow(cfg.reward.max_failure_rate, cfg.reward.failure_window)
         self.interval = Interval()
         self.start_time = time.perf_counter()
         self.checkpoints = checkpoint.root_for(cfg, run_dir)
@@ -208,7 +211,11 @@ class ControlLoop:
     def save_checkpoint(self) -> None:
         """A snapshot of the learner and replay table (taken by the learner between updates,
         while the actors keep sampling) and the driver's counters, written whole or not at all."""
-        snap = ray.get(self.learner.snapshot.remote(), timeout=self.cfg.ray.progress_timeout_s)
+        timeout = self.cfg.ray.progress_timeout_s
+        try:
+            snap = unwrap(self.learner.snapshot.remote(), timeout=timeout)
+        except ray.exceptions.GetTimeoutError:
+            raise RoleFailure(f"the learner did not take a snapshot within {timeout} s (ray.progress_timeout_s)") from None
         driver = {"wall_s": time.perf_counter() - self.start_time,
                   "evaluator": self.evaluator.state()}
         files = {"learner.pt": snap["learner"], "replay.pt": ray.get(snap["replay"][0]),
@@ -255,10 +262,21 @@ class ControlLoop:
             self.save_checkpoint()
         except ray.exceptions.RayActorError as e:
             raise RoleFailure(f"the {dead_class(e)} died ({type(e).__name__})") from e
+        except RewardError:
+            print("distgfn: the reward failed; saving a checkpoint and the model, then stopping", file=sys.stderr)
+            self.final_checkpoint()
+            raise
         except KeyboardInterrupt:
             print("distgfn: interrupted; saving a checkpoint and the model, then stopping", file=sys.stderr)
             self.learner.stop.remote()  # no update waits for records that will not come
+            self.final_checkpoint()
+
+    def final_checkpoint(self) -> None:
+        """The checkpoint of a run that stops: a dead role is reported, never recovered from."""
+        try:
             self.save_checkpoint()
+        except (RoleFailure, ray.exceptions.RayActorError) as e:
+            print(f"distgfn: warning: no final checkpoint ({e}); the last complete one stands", file=sys.stderr)
 
     def close(self) -> None:
         """Saves the model when the learner is alive, kills the roles, closes the metrics."""
@@ -305,6 +323,7 @@ class ControlLoop:
             return "restarting" if limit < 0 or failures <= limit else "dead"
         self.restarting.discard(key)
         self.evaluator.observe(result["sampled"], self.step)
+        report_failures(result["sampled"], self.env, self.failure_window)
         self.interval.add_batch(result)
         return "ok"
 

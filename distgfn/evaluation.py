@@ -142,22 +142,26 @@ class GridEvaluator:
         self.env = env
         self.target = target_distribution(env, reward, beta)
         self.tracker = EmpiricalTracker(self.target, window)
+        self.failures = 0
 
     def observe(self, sampled: Sampled, step: int) -> None:
         self.tracker.add(self.env.cell_index(sampled.objects))
+        self.failures += sum(e is not None for e in sampled.errors)
 
     def state(self) -> dict:
-        return self.tracker.state()
+        return {**self.tracker.state(), "failures": self.failures}
 
     def restore(self, state: dict, step: int) -> None:
         self.tracker.restore(state)
+        self.failures = state.get("failures", 0)
 
     def close(self) -> None:
         pass
 
     def sampled_metrics(self) -> dict:
         t = self.tracker
-        return {"l1_empirical": t.l1_empirical(), "modes_found": t.modes_found(), "modes_total": t.n_modes}
+        return {"l1_empirical": t.l1_empirical(), "modes_found": t.modes_found(), "modes_total": t.n_modes,
+                "reward_failures": self.failures}
 
     def exact_metrics(self, log_policy) -> dict:
         return {"l1_exact": l1(exact_distribution(self.env, log_policy), self.target)}

@@ -42,6 +42,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from distgfn.rewards import RewardServiceError
 from distgfn.wire import WireError, decode, encode
 
 SERVICE = "distgfn.Oracle"
@@ -53,7 +54,7 @@ RECENT_RESPONSES = 256
 MAX_BACKOFF_S = 5.0
 
 
-class OracleError(RuntimeError):
+class OracleError(RewardServiceError):
     """A remote oracle call failed: the message names the address, the status code and the details."""
 
 

@@ -14,6 +14,7 @@ from distgfn.config import Config, config_text
 from distgfn.evaluation import Sampled, make_evaluator
 from distgfn.learning import Learner
 from distgfn.metrics import MetricsLog, drop_rows_after, mean, print_progress
+from distgfn.rewards import FailureWindow, RewardError, report_failures
 from distgfn.rollout import RolloutWorker
 
 
@@ -35,6 +36,7 @@ def train(cfg: Config, run_dir: Path, progress=print_progress, resume: bool = Fa
     if resume:
         run.restore()
     log = MetricsLog(run_dir / "metrics.jsonl")
+    failures = FailureWindow(cfg.reward.max_failure_rate, cfg.reward.failure_window)
     losses = []
     try:
         while learner.step < cfg.learner.steps:
@@ -43,6 +45,7 @@ def train(cfg: Config, run_dir: Path, progress=print_progress, resume: bool = Fa
             rollout = worker.sample()
             run.trajectories += len(rollout.objects)
             evaluator.observe(Sampled.of(rollout), learner.step)
+            report_failures(Sampled.of(rollout), learner.env, failures)
             if rollout.batch is None:  # every reward in the batch failed: nothing to train on
                 continue
             losses.append(learner.update(rollout.batch))
@@ -55,6 +58,10 @@ def train(cfg: Config, run_dir: Path, progress=print_progress, resume: bool = Fa
                     run.save()
     except KeyboardInterrupt:
         print("distgfn: interrupted; saving a checkpoint and the model, then stopping", file=sys.stderr)
+    except RewardError:
+        print("distgfn: the reward failed; saving a checkpoint, then stopping", file=sys.stderr)
+        run.save()
+        raise
     finally:
         log.close()
         evaluator.close()

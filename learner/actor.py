@@ -50,13 +50,14 @@ class LearnerActor:
         """n_updates objective steps, publishing every learner.publish_every updates and at the
         end. Returns the call's statistics."""
         losses, lags, waited, start = [], [], 0.0, time.perf_counter()
-        for _ in range(n_updates):
+        while len(losses) < n_updates and not self.stopping.is_set():
+            # The lock is let go between empty tries, so a snapshot never waits on a starved learner.
             with self.lock:
                 wait_start = time.perf_counter()
-                records = self.next_records()
+                records = self.try_records()
                 waited += time.perf_counter() - wait_start
                 if records is None:
-                    break
+                    continue
                 lags.extend(self.learner.step - version for version, _ in records)
                 batch = stack_batches([read_record(blob) for _, blob in records])
                 losses.append(self.learner.update(batch))
@@ -78,16 +79,15 @@ class LearnerActor:
             "weights": [self.published[1]],
         }
 
-    def next_records(self) -> list | None:
-        """The next batch of records (None once stopping); the request for the one after is
-        sent before returning, so the next update does not wait on a round trip to the replay."""
-        while not self.stopping.is_set():
-            if self.prefetched is None:
-                self.prefetched = self.request()
-            records = ray.get(self.prefetched)
+    def try_records(self) -> list | None:
+        """The next batch of records, or None if none came within sample_timeout_s; the request
+        for the one after is sent before returning, so the next update does not wait on a round
+        trip to the replay."""
+        if self.prefetched is None:
             self.prefetched = self.request()
-            if records is not None:
-                return records
+        records = ray.get(self.prefetched)
+        self.prefetched = self.request()
+        return records
 
     def request(self):
         # The batch asked for now trains at the next step (it is prefetched), hence the + 1.

@@ -6,7 +6,7 @@ import pytest
 from distgfn.cli import main
 from distgfn.config import ConfigError, load_config
 from distgfn.envs import HyperGrid
-from distgfn.rewards import RewardError, log_rewards
+from distgfn.rewards import FailureWindow, RewardError, log_rewards, score_objects
 
 
 def write(tmp_path, text):
@@ -68,8 +68,34 @@ def test_reward_returning_nan_or_negative_is_an_error_naming_the_object(value, w
     def reward(s):
         return np.where(s[:, 0] == 2, value, 1.0)
 
-    with pytest.raises(RewardError, match=rf"reward is {what} for 1 of 2 objects; first: x=2,3 R="):
+    with pytest.raises(RewardError, match=rf"reward failed for 1 of 2 objects; first: x=2,3: reward is {what}: R="):
         log_rewards(reward, states, env.keys)
+
+
+def test_objects_whose_reward_raises_or_is_nan_fail_alone_and_the_rest_are_scored():
+    env = HyperGrid(2, 4)
+    states = np.array([[0, 1, 1], [1, 1, 1], [2, 3, 1], [3, 3, 1]])
+
+    def reward(s):
+        if (s[:, 0] == 1).any():
+            raise ZeroDivisionError("no reward for x0 = 1")
+        return np.where(s[:, 0] == 2, np.nan, 1.0 + s[:, 0])
+
+    log_r, scores = score_objects(reward, states, env.keys)
+    assert scores.failed.tolist() == [False, True, True, False]
+    assert "ZeroDivisionError: no reward for x0 = 1" in scores.errors[1] and "not finite" in scores.errors[2]
+    np.testing.assert_allclose(log_r[[0, 3]], np.log([1.0, 4.0]))
+    assert np.isnan(log_r[[1, 2]]).all()
+
+
+def test_the_failure_window_stops_only_above_the_rate():
+    env = HyperGrid(2, 4)
+    window = FailureWindow(max_rate=0.25, size=8)
+    objects = np.array([[1, 2, 1]] * 4)
+    window.add([None, "x", None, None], objects, env.keys)  # 1 of 4: under the rate, too few to judge anyway
+    window.add([None, None, None, None], objects, env.keys)  # 1 of 8
+    with pytest.raises(RewardError, match=r"failed for 3 of the last 8 objects.*max_failure_rate=0.25; latest: x=1,2: z"):
+        window.add(["v", "y", "z", None], objects, env.keys)  # 3 of the last 8
 
 
 def test_reward_of_wrong_shape_is_an_error():

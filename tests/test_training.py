@@ -81,3 +81,38 @@ def test_cli_refuses_to_overwrite_a_run(tmp_path, capsys):
     assert main(args) == 2
     assert "already holds a run" in capsys.readouterr().err
     assert (run / "metrics.jsonl").read_text() == before
+
+
+def test_objects_whose_reward_fails_are_counted_and_the_run_goes_on(tmp_path, monkeypatch):
+    from distgfn import rollout
+    from distgfn.rewards.hypergrid import HyperGridReward
+
+    def flaky(cfg, env):
+        good = HyperGridReward(env.height)
+
+        def reward(states):
+            if (states[:, 0] == 1).any():
+                raise ZeroDivisionError("no reward at x0 = 1")
+            return np.where(states[:, 1] == 2, np.nan, good(states))
+
+        return reward
+
+    monkeypatch.setattr(rollout, "make_reward", flaky)
+    cfg = load_config(None, ["runtime=serial", "env.height=4", "learner.steps=40", "log.every=20", "eval.every=20",
+                             "reward.max_failure_rate=0.9"])
+    serial.train(cfg, tmp_path, progress=lambda row, total: None)
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [20, 40], "failed objects are left out; every update still happens"
+    assert 0 < rows[-1]["reward_failures"] < rows[-1]["trajectories"]
+
+
+def test_a_reward_failing_too_often_stops_the_run_with_a_checkpoint(tmp_path, monkeypatch):
+    from distgfn import checkpoint, rollout
+    from distgfn.rewards import RewardError
+
+    monkeypatch.setattr(rollout, "make_reward", lambda cfg, env: lambda states: np.full(len(states), np.nan))
+    cfg = load_config(None, ["runtime=serial", "env.height=4", "learner.steps=40", "log.every=20",
+                             "reward.max_failure_rate=0.5", "reward.failure_window=64"])
+    with pytest.raises(RewardError, match=r"failed for 64 of the last 64 objects, more than reward.max_failure_rate=0.5"):
+        serial.train(cfg, tmp_path, progress=lambda row, total: None)
+    assert checkpoint.load_latest(tmp_path / "checkpoints")[0] == 0, "a final checkpoint before stopping"

@@ -1,14 +1,19 @@
 """Rewards score a batch of terminal states; `score_objects` checks what they return.
 
 A reward returns either an array of R(x) (HyperGrid), or `Scores` when its oracle can fail on
-some objects (a molecule that docking cannot prepare): those carry an error message, are
-recorded and left out of training, and the others train as usual. A NaN, infinite or
-non-positive R(x) without an error message is a bug in the reward and stops the run.
+some objects (a molecule that docking cannot prepare). An object fails when the oracle says
+so, when its R(x) is NaN, infinite or not positive, or when the reward raises on it (a batch
+that raises is scored again object by object to find which). Failed objects are recorded with
+their key and the reason, counted, and left out of training, never given a made-up reward;
+`FailureWindow` stops the run when too many of the recent ones fail. A `RewardServiceError`
+(a remote oracle that cannot be reached) is not about any object and propagates.
 """
 
 from __future__ import annotations
 
 import time
+import sys
+from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -18,7 +23,12 @@ from distgfn.config import Config
 
 
 class RewardError(ValueError):
-    """A reward returned something a GFlowNet cannot train on (NaN, inf, R <= 0)."""
+    """A reward returned something a GFlowNet cannot train on (NaN, inf, R <= 0), or too many
+    objects failed."""
+
+
+class RewardServiceError(RuntimeError):
+    """The reward service itself failed (not one object's reward): the run cannot go on."""
 
 
 @dataclass
@@ -38,38 +48,85 @@ class Reward(Protocol):
 
 
 def score_objects(reward: Reward, states: np.ndarray, keys, beta: float = 1.0) -> tuple[np.ndarray, Scores]:
-    """(beta * log R(x), the scores): NaN log rewards where the oracle reported a failure.
-
-    Every other R(x) must be finite and positive; `keys(states)` names the offending object in
-    the error, so a bad reward is traceable."""
-    out = reward(states)
-    if not isinstance(out, Scores):
-        raw = np.asarray(out, dtype=np.float64)
-        out = Scores(raw, raw, [None] * len(raw))
+    """(beta * log R(x), the scores), with NaN log rewards and an error for each failed object."""
+    out = call_reward(reward, states)
     value = np.asarray(out.reward, dtype=np.float64)
     if value.shape != (len(states),) or len(out.errors) != len(states):
         raise RewardError(f"reward returned shape {value.shape} for {len(states)} objects")
-    failed = out.failed
-    bad = (~np.isfinite(value) | (value <= 0)) & ~failed
-    if bad.any():
-        i = int(np.argmax(bad))
+    for i in np.flatnonzero((~np.isfinite(value) | (value <= 0)) & ~out.failed):
         what = "not finite" if not np.isfinite(value[i]) else "not positive"
-        raise RewardError(
-            f"reward is {what} for {bad.sum()} of {len(value)} objects; "
-            f"first: x={keys(states[i : i + 1])[0]} R={value[i]!r}"
-        )
+        out.errors[i] = f"reward is {what}: R={value[i]!r}"
+    failed = out.failed
     with np.errstate(invalid="ignore"):
         log_r = np.where(failed, np.nan, beta * np.log(np.where(failed, 1.0, value)))
     return log_r, out
 
 
+def call_reward(reward: Reward, states: np.ndarray) -> Scores:
+    try:
+        return as_scores(reward(states))
+    except (RewardError, RewardServiceError):
+        raise
+    except Exception:  # a user's reward may raise anything on some inputs: find which, record why
+        parts = [score_one(reward, states[i : i + 1]) for i in range(len(states))]
+        return Scores(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("reward", "raw")),
+                      [e for p in parts for e in p.errors])
+
+
+def score_one(reward: Reward, state: np.ndarray) -> Scores:
+    try:
+        return as_scores(reward(state))
+    except (RewardError, RewardServiceError):
+        raise
+    except Exception as e:  # recorded as this object's failure, not swallowed
+        return Scores(np.array([np.nan]), np.array([np.nan]), [f"reward raised {type(e).__name__}: {e}"])
+
+
+def as_scores(out) -> Scores:
+    if isinstance(out, Scores):
+        return Scores(out.reward, out.raw, list(out.errors))
+    raw = np.asarray(out, dtype=np.float64)
+    return Scores(raw, raw, [None] * len(raw))
+
+
 def log_rewards(reward: Reward, states: np.ndarray, keys, beta: float = 1.0) -> np.ndarray:
-    """beta * log R(x) for rewards that never fail an object (HyperGrid); see score_objects."""
+    """beta * log R(x) for rewards that must never fail an object; a failure is a RewardError."""
     log_r, scores = score_objects(reward, states, keys, beta)
-    if scores.failed.any():
-        i = int(np.argmax(scores.failed))
-        raise RewardError(f"reward failed for x={keys(states[i : i + 1])[0]}: {scores.errors[i]}")
+    failed = scores.failed
+    if failed.any():
+        i = int(np.argmax(failed))
+        raise RewardError(f"reward failed for {failed.sum()} of {len(failed)} objects; "
+                          f"first: x={keys(states[i : i + 1])[0]}: {scores.errors[i]}")
     return log_r
+
+
+class FailureWindow:
+    """The failure rate over the last `size` objects; above `max_rate` the run must stop."""
+
+    def __init__(self, max_rate: float, size: int):
+        self.max_rate = max_rate
+        self.recent: deque[bool] = deque(maxlen=size)
+
+    def add(self, errors: list, objects: np.ndarray, keys) -> None:
+        """Raises RewardError naming the latest failed object when the rate is too high (judged
+        once min(size, 100) objects have been seen)."""
+        self.recent.extend(e is not None for e in errors)
+        n, failed = len(self.recent), sum(self.recent)
+        if n >= min(self.recent.maxlen, 100) and failed / n > self.max_rate:
+            i = max(i for i, e in enumerate(errors) if e is not None)
+            raise RewardError(f"the reward failed for {failed} of the last {n} objects, more than "
+                              f"reward.max_failure_rate={self.max_rate:g}; latest: x={keys(objects[i : i + 1])[0]}: "
+                              f"{errors[i]}")
+
+
+def report_failures(sampled, env, window: FailureWindow) -> None:
+    """Names the first failed object of a report on stderr and checks the failure rate."""
+    failed = [i for i, e in enumerate(sampled.errors) if e is not None]
+    if failed:
+        i = failed[0]
+        print(f"distgfn: reward failed for {len(failed)} of {len(sampled.errors)} objects; first: "
+              f"x={env.keys(sampled.objects[i : i + 1])[0]}: {sampled.errors[i]}", file=sys.stderr)
+    window.add(sampled.errors, sampled.objects, env.keys)
 
 
 def make_reward(cfg: Config, env) -> Reward:
