@@ -212,7 +212,7 @@ def cmd_serve_reward(args) -> int:
     """Serves the reward's oracle until Ctrl-C or SIGTERM; the bound address goes to stderr."""
     import os
 
-    from distgfn.oracle import OracleError, serve
+    from distgfn.oracle import serve
     from distgfn.rewards.molecules import make_oracle
 
     if (args.tls_cert is None) != (args.tls_key is None):
@@ -222,12 +222,8 @@ def cmd_serve_reward(args) -> int:
         raise ConfigError(f"--token-env {args.token_env}: that environment variable is not set or empty")
     cfg = load_config(None, ["env.name=fragments", f"reward.name={args.reward}", *args.set])
     oracle, _ = make_oracle(cfg)
-    try:
-        server, port = serve(oracle, args.host, args.port, token=token,
-                             tls=(args.tls_cert, args.tls_key) if args.tls_cert else None)
-    except OracleError as e:
-        print(f"distgfn: error: {e}", file=sys.stderr)
-        return 2
+    server, port = serve(oracle, args.host, args.port, token=token,
+                         tls=(args.tls_cert, args.tls_key) if args.tls_cert else None)
     print(f"distgfn: serving reward {args.reward} on {args.host}:{port}", file=sys.stderr, flush=True)
     try:
         server.wait_for_termination()

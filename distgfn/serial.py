@@ -44,8 +44,9 @@ def train(cfg: Config, run_dir: Path, progress=print_progress, resume: bool = Fa
                 worker.set_weights(*learner.weights())
             rollout = worker.sample()
             run.trajectories += len(rollout.objects)
-            evaluator.observe(Sampled.of(rollout), learner.step)
-            report_failures(Sampled.of(rollout), learner.env, failures)
+            sampled = Sampled.of(rollout)
+            evaluator.observe(sampled, learner.step)
+            report_failures(sampled, learner.env, failures)
             if rollout.batch is None:  # every reward in the batch failed: nothing to train on
                 continue
             losses.append(learner.update(rollout.batch))

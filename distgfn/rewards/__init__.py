@@ -63,23 +63,18 @@ def score_objects(reward: Reward, states: np.ndarray, keys, beta: float = 1.0) -
 
 
 def call_reward(reward: Reward, states: np.ndarray) -> Scores:
+    """The reward's Scores; a batch that raises is scored again object by object, and an
+    object that raises alone fails with the exception as its error."""
     try:
         return as_scores(reward(states))
     except (RewardError, RewardServiceError):
         raise
-    except Exception:  # a user's reward may raise anything on some inputs: find which, record why
-        parts = [score_one(reward, states[i : i + 1]) for i in range(len(states))]
+    except Exception as e:  # a user's reward may raise anything on some inputs: find which, record why
+        if len(states) == 1:
+            return Scores(np.array([np.nan]), np.array([np.nan]), [f"reward raised {type(e).__name__}: {e}"])
+        parts = [call_reward(reward, states[i : i + 1]) for i in range(len(states))]
         return Scores(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("reward", "raw")),
                       [e for p in parts for e in p.errors])
-
-
-def score_one(reward: Reward, state: np.ndarray) -> Scores:
-    try:
-        return as_scores(reward(state))
-    except (RewardError, RewardServiceError):
-        raise
-    except Exception as e:  # recorded as this object's failure, not swallowed
-        return Scores(np.array([np.nan]), np.array([np.nan]), [f"reward raised {type(e).__name__}: {e}"])
 
 
 def as_scores(out) -> Scores:
