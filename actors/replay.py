@@ -103,4 +103,5 @@ class ReplayActor:
         with self.changed:
             c = self.table.counters
             return {"size": self.table.size, "inserted": c.inserted, "sampled": c.sampled, "evicted": c.evicted,
-                    "dropped_stale": c.dropped_stale, "duplicates": c.duplicates, "rejected": self.rejected}
+                    "dropped_stale": c.dropped_stale, "duplicates": c.duplicates, "rejected": self.rejected,
+                    "inserted_by": dict(self.table.inserted_by)}

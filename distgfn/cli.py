@@ -13,8 +13,8 @@ import torch
 
 from distgfn.config import ConfigError, load_config, save_config
 from distgfn.data import DataError
-from distgfn.oracle import OracleError
-from distgfn.rewards import RewardError
+from distgfn.control import ControlError
+from distgfn.rewards import RewardError, RewardServiceError
 from distgfn.signals import stop_on_sigterm
 
 
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     stop_on_sigterm()
     try:
         return args.func(args)
-    except (ConfigError, DataError, OracleError, RewardError, RunDirError, TimeoutError) as e:
+    except (ConfigError, ControlError, DataError, RewardError, RewardServiceError, RunDirError, TimeoutError) as e:
         print(f"distgfn: error: {e}", file=sys.stderr)
         return 2
 

@@ -54,11 +54,23 @@ class RewardConfig:
     # (the oracle reported an error, raised, or returned NaN, inf or R <= 0).
     max_failure_rate: float = 0.5
     failure_window: int = 1000
-    # Molecules: inline (the oracle runs in each rollout actor) or remote (a `distgfn
-    # serve-reward` oracle over gRPC at `addresses`, "host:port,host:port").
-    mode: Literal["inline", "remote"] = "inline"
+    # inline: the reward runs in each rollout actor (cheap rewards); pool: on `workers` reward
+    # actors of `cpus_per_worker` CPUs each, shared by the rollout actors; remote (molecules): a
+    # `distgfn serve-reward` oracle over gRPC at `addresses`, "host:port,host:port".
+    mode: Literal["inline", "pool", "remote"] = "inline"
+    workers: int = 2
+    cpus_per_worker: float = 1.0
+    # pool and remote: batches each rollout actor keeps waiting on rewards while it samples the
+    # next (so at most this many calls per reward worker from each rollout actor).
+    in_flight: int = 2
+    # Rewards memoized by key (canonical SMILES), shared by the run's actors, saved with
+    # checkpoints; least recently used evicted beyond this many keys. 0: off; null: 100000 for
+    # molecule rewards, off for hypergrid (cheaper to compute than to look up).
+    cache_size: Optional[int] = None
     addresses: str = ""
     deadline_s: float = 600.0
+    # remote: how long the run waits, reporting it, for an oracle that is down before it stops.
+    unavailable_wait_s: float = 3600.0
     # Name of the environment variable holding the oracle's token (never the token itself).
     token_env: Optional[str] = None
     # CA certificate (PEM) of a TLS oracle; null: plaintext.
@@ -120,8 +132,15 @@ class ActorsConfig:
     # Seconds an actor samples per call from the driver before reporting (at least one batch);
     # new weights are adopted between batches either way.
     report_every_s: float = 1.0
-    # Times Ray restarts a rollout actor that died (-1: without limit).
+    # Times Ray restarts a rollout actor (or reward worker) that died (-1: without limit).
     max_restarts: int = 10
+    # Add a rollout actor (with reward.mode pool: a reward worker) while the learner waits for
+    # records more than half the time and rewards take more than half of the actors' time, at
+    # most one per autoscale_every_s, up to max_num. On a Ray cluster with an autoscaler,
+    # workers that do not fit make it add nodes.
+    autoscale: bool = False
+    max_num: int = 16
+    autoscale_every_s: float = 30.0
 
 
 @dataclass
@@ -230,6 +249,13 @@ RANGES = [
     ("reward.deadline_s", lambda v: v > 0, "> 0"),
     ("reward.max_failure_rate", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("reward.failure_window", lambda v: v >= 1, ">= 1"),
+    ("reward.workers", lambda v: v >= 1, ">= 1"),
+    ("reward.cpus_per_worker", lambda v: v >= 0, ">= 0"),
+    ("reward.in_flight", lambda v: v >= 1, ">= 1"),
+    ("reward.cache_size", lambda v: v is None or v >= 0, ">= 0 or null"),
+    ("reward.unavailable_wait_s", lambda v: v >= 0, ">= 0"),
+    ("actors.max_num", lambda v: v >= 1, ">= 1"),
+    ("actors.autoscale_every_s", lambda v: v > 0, "> 0"),
     ("reward.max_evals", lambda v: v >= 0, ">= 0 (0: Vina's own budget)"),
     ("env.min_fragments", lambda v: v >= 1, ">= 1"),
     ("env.max_fragments", lambda v: v >= 1, ">= 1"),
@@ -312,8 +338,19 @@ def check_env_and_reward(cfg: Config) -> None:
     if cfg.reward.mode == "remote" and (not molecule or not cfg.reward.addresses.strip()):
         raise ConfigError("reward.mode remote needs a molecule reward and reward.addresses (host:port,...) of "
                           "`distgfn serve-reward` oracles")
+    if cfg.reward.mode == "pool" and cfg.runtime == "serial":
+        raise ConfigError("reward.mode pool needs runtime ray (reward actors); use inline or remote with runtime serial")
+    if cfg.actors.autoscale and cfg.actors.max_num < cfg.actors.num:
+        raise ConfigError(f"actors.max_num ({cfg.actors.max_num}) < actors.num ({cfg.actors.num}) with actors.autoscale")
     if cfg.env.min_fragments > cfg.env.max_fragments:
         raise ConfigError(f"env.min_fragments ({cfg.env.min_fragments}) > env.max_fragments ({cfg.env.max_fragments})")
+
+
+def cache_size(cfg: Config) -> int:
+    """reward.cache_size, or by default 100,000 keys for molecule rewards and none for HyperGrid."""
+    if cfg.reward.cache_size is not None:
+        return cfg.reward.cache_size
+    return 0 if cfg.reward.name == "hypergrid" else 100_000
 
 
 def error_buffer(cfg: Config) -> float:

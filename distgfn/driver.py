@@ -2,13 +2,17 @@
 
     replay  = ReplayActor(...)                      one threaded actor, no CPU reserved
     learner = LearnerActor(cfg, replay)             a GPU when the cluster has one
-    actors  = [RolloutActor(cfg, seed_i, replay)]   actors.num of them, actors.cpus each
+    cache   = CacheActor(size)                      rewards by key (reward.cache_size > 0)
+    pool    = [RewardActor(cfg)]                    reward.workers of them (reward.mode pool)
+    actors  = [RolloutActor(cfg, seed_i, replay, pool, cache)]   actors.num, actors.cpus each
 
 Each rollout actor always has one `run` call (actors.report_every_s of sampling) in flight;
 the learner always has two `train` calls (log.every updates each) queued, so neither waits
 on the driver. Records go from actors to the replay table to the learner directly, and new
 weights from the learner to the actors through the replay table's insert acknowledgements;
-the driver only collects statistics, evaluates and logs.
+the driver only collects statistics, evaluates, logs, and scales: between calls it reads
+scale requests (`distgfn scale`, distgfn.control) and the autoscale policy. A rollout actor
+that leaves finishes and inserts every batch it began (`drain`) before it is removed.
 """
 
 from __future__ import annotations
@@ -19,19 +23,20 @@ import re
 import sys
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import ray
 
-from distgfn import checkpoint, wire
-from distgfn.config import Config, ConfigError, config_text, error_buffer
+from distgfn import checkpoint, control, wire
+from distgfn.config import Config, ConfigError, cache_size, config_text, error_buffer
 from distgfn.envs import make_env
 from distgfn.evaluation import make_evaluator
 from distgfn.learning import policy_log_probs
 from distgfn.metrics import MetricsLog, drop_rows_after, mean, print_progress
 from distgfn.models import make_model, set_weights
-from distgfn.rewards import FailureWindow, RewardError, report_failures
+from distgfn.rewards import FailureWindow, RewardError, RewardServiceError, report_failures
 from distgfn.signals import stop_on_sigterm
 
 WORKER_ENV = {"env_vars": {"OMP_NUM_THREADS": "1"}}
@@ -67,21 +72,39 @@ def connect(cfg: Config) -> bool:
         print(f"distgfn: joining Ray cluster at {address}", file=sys.stderr)
         ray.init(address=address, runtime_env=WORKER_ENV)
         return True
-    need = math.ceil(cfg.learner.cpus + cfg.actors.num * cfg.actors.cpus)
+    need = math.ceil(cpus_needed(cfg, cfg.actors.num, reward_workers(cfg)))
     num_cpus = cfg.ray.num_cpus or max(os.cpu_count() or 1, need)
     print(f"distgfn: starting an embedded local Ray cluster ({num_cpus} CPUs)", file=sys.stderr)
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env=WORKER_ENV)
     return True
 
 
-def create_roles(cfg: Config, first_step: int = 0):
-    """The replay table, the learner and the rollout actors. Actor seeds depend on the step a
-    run starts from, so a resumed run does not replay the random streams of its start."""
+def reward_workers(cfg: Config) -> int:
+    return cfg.reward.workers if cfg.reward.mode == "pool" else 0
+
+
+def cpus_needed(cfg: Config, actors: int, workers: int) -> float:
+    return cfg.learner.cpus + actors * cfg.actors.cpus + workers * cfg.reward.cpus_per_worker
+
+
+@dataclass
+class Roles:
+    replay: object
+    learner: object
+    cache: object | None  # CacheActor, when reward.cache_size > 0
+    pool: list  # RewardActors (reward.mode pool)
+    actors: dict  # RolloutActor -> its name, in the order they were made
+
+
+def create_roles(cfg: Config, actors: int, workers: int, first_step: int = 0) -> Roles:
+    """The replay table, the learner, the reward cache and pool, and the rollout actors. Actor
+    seeds depend on the step a run starts from, so a resumed run does not replay the random
+    streams of its start."""
     from actors.replay import ReplayActor
-    from actors.rollout import RolloutActor
+    from actors.reward import CacheActor
     from learner.actor import LearnerActor
 
-    check_resources(cfg)
+    check_resources(cfg, actors, workers)
     r = cfg.replay
     replay = ReplayActor.options(runtime_env=WORKER_ENV).remote(
         capacity=r.capacity, min_size=r.min_size, samples_per_insert=r.samples_per_insert,
@@ -91,15 +114,33 @@ def create_roles(cfg: Config, first_step: int = 0):
     learner = LearnerActor.options(
         num_cpus=cfg.learner.cpus, num_gpus=learner_gpus(cfg), runtime_env=WORKER_ENV
     ).remote(cfg, replay)
-    actors = [
-        RolloutActor.options(num_cpus=cfg.actors.cpus, runtime_env=WORKER_ENV, max_restarts=cfg.actors.max_restarts,
-                             max_task_retries=0).remote(
-            cfg, seed=actor_seed(cfg.seed, i, first_step), name=f"actor{i}", replay=replay,
-            insert_timeout_s=cfg.ray.progress_timeout_s,
-        )
-        for i in range(cfg.actors.num)
-    ]
-    return replay, learner, actors
+    size = cache_size(cfg)
+    cache = CacheActor.options(runtime_env=WORKER_ENV).remote(size) if size else None
+    roles = Roles(replay, learner, cache, [new_reward_worker(cfg) for _ in range(workers)], {})
+    for i in range(actors):
+        add_actor(cfg, roles, i, first_step)
+    return roles
+
+
+def new_reward_worker(cfg: Config):
+    from actors.reward import RewardActor
+
+    return RewardActor.options(num_cpus=cfg.reward.cpus_per_worker, runtime_env=WORKER_ENV,
+                               max_restarts=cfg.actors.max_restarts).remote(cfg)
+
+
+def add_actor(cfg: Config, roles: Roles, index: int, first_step: int):
+    from actors.rollout import RolloutActor
+
+    name = f"actor{index}"
+    actor = RolloutActor.options(num_cpus=cfg.actors.cpus, runtime_env=WORKER_ENV, max_restarts=cfg.actors.max_restarts,
+                                 max_task_retries=0).remote(
+        cfg, seed=actor_seed(cfg.seed, index, first_step), name=name, replay=roles.replay,
+        insert_timeout_s=cfg.ray.progress_timeout_s, reward_workers=roles.pool if cfg.reward.mode == "pool" else None,
+        cache=roles.cache,
+    )
+    roles.actors[actor] = name
+    return actor
 
 
 def actor_seed(seed: int, actor: int, first_step: int) -> int:
@@ -112,13 +153,14 @@ def learner_gpus(cfg: Config) -> int:
     return 1 if has_gpu and cfg.learner.device != "cpu" else 0
 
 
-def check_resources(cfg: Config) -> None:
+def check_resources(cfg: Config, actors: int, workers: int) -> None:
     cpus = ray.cluster_resources().get("CPU", 0)
-    need = cfg.learner.cpus + cfg.actors.num * cfg.actors.cpus
+    need = cpus_needed(cfg, actors, workers)
     if need > cpus:
+        pool = f" + reward.workers * reward.cpus_per_worker = {workers} * {cfg.reward.cpus_per_worker:g}" if workers else ""
         raise ConfigError(
-            f"the Ray cluster has {cpus:g} CPUs but learner.cpus + actors.num * actors.cpus = "
-            f"{cfg.learner.cpus:g} + {cfg.actors.num} * {cfg.actors.cpus:g} = {need:g}; "
+            f"the Ray cluster has {cpus:g} CPUs but it takes {need:g}: learner.cpus {cfg.learner.cpus:g} + "
+            f"actors * actors.cpus = {actors} * {cfg.actors.cpus:g}{pool}; "
             f"lower actors.cpus (fractions are fine when rewards wait on I/O) or add nodes"
         )
     if cfg.learner.device.startswith("cuda") and ray.cluster_resources().get("GPU", 0) < 1:
@@ -144,7 +186,7 @@ def unwrap(ref, timeout: float | None = None):
 class ControlLoop:
     def __init__(self, cfg: Config, run_dir: Path, progress=print_progress):
         self.cfg, self.run_dir, self.progress = cfg, run_dir, progress
-        self.replay, self.learner, self.actors = None, None, []
+        self.roles: Roles | None = None
         self.log = MetricsLog(run_dir / "metrics.jsonl")
         self.env = make_env(cfg)
         self.eval_model = make_model(cfg.model, self.env)
@@ -155,10 +197,32 @@ class ControlLoop:
         self.interval = Interval()
         self.start_time = time.perf_counter()
         self.checkpoints = checkpoint.root_for(cfg, run_dir)
+        # Scaling: targets survive role restarts; `leaving` actors drain, then go.
+        self.num_actors, self.num_workers = cfg.actors.num, reward_workers(cfg)
+        self.next_actor, self.first_step = cfg.actors.num, 0
+        self.calls, self.retry, self.leaving, self.retiring = {}, {}, set(), []
+        self.last_scale_id, self.last_autoscale = None, time.monotonic()
+        self.unavailable: dict = {}  # actor -> why its reward service was down, at its last report
+        self.last_report: dict | None = None  # the report on_batch took last (None if its actor died)
+
+    @property
+    def replay(self):
+        return self.roles.replay if self.roles else None
+
+    @property
+    def learner(self):
+        return self.roles.learner if self.roles else None
+
+    @property
+    def actors(self) -> list:
+        return list(self.roles.actors) if self.roles else []
 
     def start(self, saved: tuple[int, dict] | None = None, resumed: bool = True) -> None:
         """Creates the roles, then continues from `saved` (step, files) when given."""
-        self.replay, self.learner, self.actors = create_roles(self.cfg, first_step=saved[0] if saved else 0)
+        self.first_step = saved[0] if saved else 0
+        self.roles = create_roles(self.cfg, self.num_actors, self.num_workers, first_step=self.first_step)
+        self.next_actor = self.num_actors
+        self.calls, self.retry, self.leaving, self.retiring = {}, {}, set(), []
         if saved:
             self.restore(*saved, resumed=resumed)
         else:
@@ -168,11 +232,14 @@ class ControlLoop:
 
     def restore(self, step: int, files: dict[str, bytes], resumed: bool = True) -> None:
         """Continues from a checkpoint: the replay table (with the records the learner had taken
-        but not trained on), the learner, then the driver's own counters and metrics. A resumed
-        run's clock continues from the checkpoint's; after a failure inside a run it keeps going."""
+        but not trained on), the learner, the reward cache, then the driver's own counters and
+        metrics. A resumed run's clock continues from the checkpoint's; after a failure inside a
+        run it keeps going."""
         pending = wire.decode(files["pending.msgpack"])
         ray.get(self.replay.restore_bytes.remote(files["replay.pt"], pending))
         self.step = unwrap(self.learner.restore.remote(files["learner.pt"]))
+        if self.roles.cache is not None and "reward_cache.msgpack" in files:
+            ray.get(self.roles.cache.restore.remote(wire.decode(files["reward_cache.msgpack"])))
         driver = checkpoint.state_from_bytes(files["driver.pt"])
         if resumed:
             self.start_time = time.perf_counter() - driver["wall_s"]
@@ -210,7 +277,8 @@ class ControlLoop:
 
     def save_checkpoint(self) -> None:
         """A snapshot of the learner and replay table (taken by the learner between updates,
-        while the actors keep sampling) and the driver's counters, written whole or not at all."""
+        while the actors keep sampling), the reward cache and the driver's counters, written
+        whole or not at all."""
         timeout = self.cfg.ray.progress_timeout_s
         try:
             snap = unwrap(self.learner.snapshot.remote(), timeout=timeout)
@@ -221,39 +289,29 @@ class ControlLoop:
         files = {"learner.pt": snap["learner"], "replay.pt": ray.get(snap["replay"][0]),
                  "pending.msgpack": wire.encode(snap["pending"]), "driver.pt": checkpoint.state_to_bytes(driver),
                  "config.yaml": config_text(self.cfg).encode()}
+        if self.roles.cache is not None:
+            files["reward_cache.msgpack"] = wire.encode(ray.get(self.roles.cache.state.remote(), timeout=timeout))
         checkpoint.save(self.checkpoints, snap["step"], files, keep=self.cfg.checkpoint.keep)
 
     def run(self) -> None:
         # One learner call per metrics row: the driver's round trips stay off the learner's time.
         steps, per_call = self.cfg.learner.steps, self.cfg.log.every
-        seconds = self.cfg.actors.report_every_s
-        sampling = {a.run.remote(seconds): a for a in self.actors}
+        for actor in self.actors:
+            self.call(actor)
         # Calls end on multiples of log.every, also when resuming from a step between them.
         ends = sorted({*range(self.step - self.step % per_call + per_call, steps, per_call), steps})
         calls = [end - start for start, end in zip([self.step] + ends, ends) if end > start]
         training = deque(self.learner.train.remote(n) for n in calls[:2])
         calls = calls[2:]
-        retry = {}  # actor -> when to call it again (it is restarting)
         try:
             while training:
-                for actor in [a for a, due in retry.items() if due <= time.monotonic()]:
-                    del retry[actor]
-                    sampling[actor.run.remote(seconds)] = actor
-                wait_s = min([self.cfg.ray.progress_timeout_s] + [due - time.monotonic() for due in retry.values()])
-                ready, _ = ray.wait(list(sampling) + [training[0]], num_returns=1, timeout=max(wait_s, 0.0))
-                if not ready and not retry:
-                    raise TimeoutError(self.stalled_message())
-                if not ready:
+                self.apply_scale_request()
+                self.retire_reward_workers()
+                ready = self.wait_for(training[0])
+                if ready is None:
                     continue
-                if ready[0] in sampling:
-                    actor = sampling.pop(ready[0])
-                    outcome = self.on_batch(ready[0], actor)
-                    if outcome == "ok":
-                        sampling[actor.run.remote(seconds)] = actor
-                    elif outcome == "restarting":
-                        retry[actor] = time.monotonic() + 0.5
-                    elif not sampling and not retry:
-                        raise RuntimeError("every rollout actor died more than actors.max_restarts times")
+                if ready in self.calls:
+                    self.on_actor_call(ready)
                     continue
                 stats = unwrap(training.popleft())
                 if calls:
@@ -262,7 +320,7 @@ class ControlLoop:
             self.save_checkpoint()
         except ray.exceptions.RayActorError as e:
             raise RoleFailure(f"the {dead_class(e)} died ({type(e).__name__})") from e
-        except RewardError:
+        except (RewardError, RewardServiceError):
             print("distgfn: the reward failed; saving a checkpoint and the model, then stopping", file=sys.stderr)
             self.final_checkpoint()
             raise
@@ -270,6 +328,39 @@ class ControlLoop:
             print("distgfn: interrupted; saving a checkpoint and the model, then stopping", file=sys.stderr)
             self.learner.stop.remote()  # no update waits for records that will not come
             self.final_checkpoint()
+
+    def call(self, actor) -> None:
+        """Gives an actor its next call: sample for actors.report_every_s, or drain if leaving."""
+        if actor._actor_id in self.leaving:
+            self.calls[actor.drain.remote()] = actor
+        else:
+            self.calls[actor.run.remote(self.cfg.actors.report_every_s)] = actor
+
+    def wait_for(self, training):
+        """The first call to finish (an actor's or the learner's), or None when only an actor
+        being restarted is due; raises TimeoutError when nothing moved for ray.progress_timeout_s."""
+        for actor in [a for a, due in self.retry.items() if due <= time.monotonic()]:
+            del self.retry[actor]
+            self.call(actor)
+        wait_s = min([self.cfg.ray.progress_timeout_s] + [due - time.monotonic() for due in self.retry.values()])
+        ready, _ = ray.wait(list(self.calls) + [training], num_returns=1, timeout=max(wait_s, 0.0))
+        if not ready and not self.retry:
+            raise TimeoutError(self.stalled_message())
+        return ready[0] if ready else None
+
+    def on_actor_call(self, ref) -> None:
+        actor = self.calls.pop(ref)
+        outcome = self.on_batch(ref, actor)
+        if outcome == "ok" and actor._actor_id in self.leaving and "totals" in self.last_report:
+            self.remove_actor(actor)
+        elif outcome == "ok":
+            self.call(actor)
+        elif outcome == "restarting":
+            self.retry[actor] = time.monotonic() + 0.5
+        elif actor._actor_id in self.leaving:
+            self.remove_actor(actor)
+        elif not self.calls and not self.retry:
+            raise RuntimeError("every rollout actor died more than actors.max_restarts times")
 
     def final_checkpoint(self) -> None:
         """The checkpoint of a run that stops: a dead role is reported, never recovered from."""
@@ -287,10 +378,12 @@ class ControlLoop:
         self.evaluator.close()
 
     def kill_roles(self) -> None:
-        for handle in [self.replay, self.learner, *self.actors]:
-            if handle is not None:
-                ray.kill(handle)
-        self.replay, self.learner, self.actors = None, None, []
+        if self.roles is not None:
+            r = self.roles
+            for handle in [r.replay, r.learner, r.cache, *r.pool, *r.actors, *(w for _, w in self.retiring)]:
+                if handle is not None:
+                    ray.kill(handle)
+        self.roles = None
 
     def save_model(self) -> None:
         """Saves the learner's model; a learner that cannot is reported, not allowed to hide
@@ -304,12 +397,12 @@ class ControlLoop:
     def on_batch(self, ref, actor) -> str:
         """Takes an actor's report: "ok", "restarting" (call it again shortly) or "dead" (it
         died more than actors.max_restarts times). A call whose actor died is lost: Ray
-        restarts the actor, which adopts the newest weights before sampling again. Its last
-        batch's records may or may not have reached the replay table: whole, or in part if
-        rate-limited at that moment."""
-        key = actor._actor_id
+        restarts the actor, which adopts the newest weights before sampling again. Its batches
+        in progress are lost with it; the last one's records may or may not have reached the
+        replay table: whole, or in part if rate-limited at that moment."""
+        key, self.last_report = actor._actor_id, None
         try:
-            result = unwrap(ref)
+            result = self.last_report = unwrap(ref)
         except ray.exceptions.RayActorError as e:
             if e.actor_id and e.actor_id != key.hex():
                 raise  # another actor died under this call: the replay table
@@ -322,10 +415,110 @@ class ControlLoop:
             print(f"distgfn: a rollout actor failed ({type(e).__name__}); failure {failures}", file=sys.stderr)
             return "restarting" if limit < 0 or failures <= limit else "dead"
         self.restarting.discard(key)
-        self.evaluator.observe(result["sampled"], self.step)
-        report_failures(result["sampled"], self.env, self.failure_window)
+        self.unavailable[key] = result["unavailable"]
+        if result["sampled"] is not None:
+            self.evaluator.observe(result["sampled"], self.step)
+            report_failures(result["sampled"], self.env, self.failure_window)
         self.interval.add_batch(result)
         return "ok"
+
+    # ------------------------------------------------------------ scaling
+
+    def scale(self, actors: int | None = None, reward_workers: int | None = None) -> dict:
+        """Sets the number of rollout actors and (reward.mode pool) reward workers of the running
+        job. New ones start at once (on an autoscaling cluster, ones that do not fit wait for a
+        node); leaving actors finish and insert what they began, then go. Returns the targets."""
+        if reward_workers is not None and self.cfg.reward.mode != "pool":
+            raise control.ControlError(f"reward workers scale with reward.mode pool; this run's is {self.cfg.reward.mode}")
+        self.warn_if_unplaceable(actors or self.num_actors, reward_workers or self.num_workers)
+        if actors is not None:
+            self.set_actors(actors)
+        if reward_workers is not None:
+            self.set_reward_workers(reward_workers)
+        return {"actors": self.num_actors, "reward_workers": self.num_workers, "step": self.step}
+
+    def set_actors(self, n: int) -> None:
+        staying = [a for a in self.actors if a._actor_id not in self.leaving]
+        for _ in range(n - len(staying)):
+            self.call(add_actor(self.cfg, self.roles, self.next_actor, self.first_step))
+            self.next_actor += 1
+        for actor in staying[n:]:
+            self.leaving.add(actor._actor_id)
+            if actor in self.retry:  # restarting: its next call is a drain
+                del self.retry[actor]
+                self.call(actor)
+        print(f"distgfn: {n} rollout actors (was {len(staying)})", file=sys.stderr)
+        self.num_actors = n
+
+    def remove_actor(self, actor) -> None:
+        """Kills a leaving actor whose drain returned (or that died), saying what it contributed."""
+        name = self.roles.actors.pop(actor)
+        self.leaving.discard(actor._actor_id)
+        totals = self.last_report.get("totals") if self.last_report else None
+        if totals:
+            print(f"distgfn: {name} left: {totals['trajectories']} trajectories sampled, {totals['records']} "
+                  f"records made, {totals['in_replay']} in the replay table", file=sys.stderr)
+        ray.kill(actor)
+
+    def set_reward_workers(self, n: int) -> None:
+        """Grows or shrinks the pool; a removed worker is killed once every rollout actor uses the
+        new pool and its queued chunks are done (a chunk cut short is rescored elsewhere)."""
+        pool = self.roles.pool
+        pool.extend(new_reward_worker(self.cfg) for _ in range(n - len(pool)))
+        kept, removed = pool[:n], pool[n:]
+        self.roles.pool = kept
+        told = [actor.set_reward_workers.remote(kept) for actor in self.actors]
+        self.retiring += [(told + [w.ready.remote()], w) for w in removed]
+        print(f"distgfn: {n} reward workers (was {self.num_workers})", file=sys.stderr)
+        self.num_workers = n
+
+    def retire_reward_workers(self) -> None:
+        still = []
+        for refs, worker in self.retiring:
+            done, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+            if len(done) == len(refs):
+                ray.kill(worker)
+            else:
+                still.append((refs, worker))
+        self.retiring = still
+
+    def warn_if_unplaceable(self, actors: int, workers: int) -> None:
+        cpus = ray.cluster_resources().get("CPU", 0)
+        if cpus_needed(self.cfg, actors, workers) > cpus:
+            print(f"distgfn: warning: {actors} actors and {workers} reward workers need "
+                  f"{cpus_needed(self.cfg, actors, workers):g} CPUs and the cluster has {cpus:g}; those that do "
+                  f"not fit wait for resources (an autoscaling cluster adds nodes)", file=sys.stderr)
+
+    def apply_scale_request(self) -> None:
+        """Applies a new `distgfn scale` request from the run directory, and answers it."""
+        try:
+            request = control.read_request(self.run_dir)
+        except control.ControlError as e:
+            print(f"distgfn: warning: {e}; ignored", file=sys.stderr)
+            return
+        if request is None or request["id"] == self.last_scale_id:
+            return
+        self.last_scale_id = request["id"]
+        try:
+            result = self.scale(request.get("actors"), request.get("reward_workers"))
+        except control.ControlError as e:
+            result = {"error": str(e)}
+        control.answer(self.run_dir, request["id"], result)
+
+    def autoscale(self, row: dict) -> None:
+        """actors.autoscale: one more worker while the learner starves and rewards dominate."""
+        a = self.cfg.actors
+        if not a.autoscale or time.monotonic() - self.last_autoscale < a.autoscale_every_s:
+            return
+        if not wants_more_workers(row):
+            return
+        self.last_autoscale = time.monotonic()
+        if self.cfg.reward.mode == "pool" and self.num_workers < a.max_num:
+            self.scale(reward_workers=self.num_workers + 1)
+        elif self.cfg.reward.mode != "pool" and self.num_actors < a.max_num:
+            self.scale(actors=self.num_actors + 1)
+
+    # ------------------------------------------------------------ metrics
 
     def on_update(self, stats: dict) -> None:
         previous, self.step = self.step, stats["step"]
@@ -336,6 +529,7 @@ class ControlLoop:
             row = self.metrics_row(stats["weights"] if evaluate else None)
             self.log.write(row)
             self.progress(row, self.cfg.learner.steps)
+            self.autoscale(row)
             if crossed(previous, self.step, self.cfg.checkpoint.every):
                 self.save_checkpoint()
 
@@ -344,8 +538,14 @@ class ControlLoop:
         row = {"step": self.step, "trajectories": replay["inserted"],
                "wall_s": round(time.perf_counter() - self.start_time, 3), "actor_failures": sum(self.failures.values()),
                "role_restarts": self.role_restarts,
-               "lost_actor_calls": self.interval.lost_calls}
+               "lost_actor_calls": self.interval.lost_calls, "actors": self.num_actors}
+        if self.cfg.reward.mode == "pool":
+            row["reward_workers"] = self.num_workers
         row.update(self.interval.summary(replay))
+        row["reward_unavailable"] = sum(why is not None for why in self.unavailable.values())
+        if self.roles.cache is not None:
+            cache = ray.get(self.roles.cache.stats.remote(), timeout=self.cfg.ray.progress_timeout_s)
+            row.update({f"reward_cache_{k}": v for k, v in cache.items()})
         row.update(self.evaluator.sampled_metrics())
         if weights is not None and self.evaluator.exact:
             set_weights(self.eval_model, ray.get(weights[0]))
@@ -357,6 +557,13 @@ class ControlLoop:
         replay = ray.get(self.replay.stats.remote(), timeout=10)
         return (f"no batch sampled and no learner update for {self.cfg.ray.progress_timeout_s} s "
                 f"(ray.progress_timeout_s) at step {self.step}; replay table: {replay}")
+
+
+def wants_more_workers(row: dict) -> bool:
+    """The learner waited for records over half the interval, and rewards took over half the
+    actors' time: more reward throughput would train faster."""
+    wait, reward = row.get("learner_wait_frac"), row.get("reward_time_frac")
+    return wait is not None and reward is not None and wait > 0.5 and reward > 0.5
 
 
 def crossed(before: int, after: int, every: int) -> bool:
@@ -373,11 +580,12 @@ class Interval:
         self.replay = replay or {"inserted": 0, "sampled": 0}
         self.trajectories = self.record_bytes = self.records = self.lost_calls = 0
         self.losses, self.lag_means, self.reward_s = [], [], []
-        self.lag_min, self.lag_max, self.learner_wait_s = math.inf, -math.inf, 0.0
+        self.lag_min, self.lag_max, self.learner_wait_s, self.sample_s = math.inf, -math.inf, 0.0, 0.0
 
     def add_batch(self, r: dict) -> None:
-        self.trajectories += len(r["sampled"].objects)
+        self.trajectories += len(r["sampled"].objects) if r["sampled"] is not None else 0
         self.reward_s.extend(r["reward_s"])
+        self.sample_s += r["sample_s"]
         self.record_bytes += r["record_bytes"]
         self.records += r["records"]
 
@@ -406,6 +614,8 @@ class Interval:
             "samples_per_insert": sampled / inserted if inserted else None,
             "dropped_stale": replay["dropped_stale"],
             "reward_latency_ms": 1000 * mean(self.reward_s) if self.reward_s else None,
+            # Of the actors' time on batches, the part spent in rewards (pipelined: waiting on them).
+            "reward_time_frac": sum(self.reward_s) / (sum(self.reward_s) + self.sample_s) if self.reward_s else None,
             "record_bytes_mean": self.record_bytes / self.records if self.records else None,
             "learner_wait_frac": self.learner_wait_s / dt,
         }

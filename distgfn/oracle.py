@@ -42,7 +42,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from distgfn.rewards import RewardServiceError
+from distgfn.rewards import RewardServiceError, RewardUnavailable
 from distgfn.wire import WireError, decode, encode
 
 SERVICE = "distgfn.Oracle"
@@ -56,6 +56,10 @@ MAX_BACKOFF_S = 5.0
 
 class OracleError(RewardServiceError):
     """A remote oracle call failed: the message names the address, the status code and the details."""
+
+
+class OracleUnavailable(OracleError, RewardUnavailable):
+    """Every attempt found the oracle UNAVAILABLE (down or restarting): worth waiting for."""
 
 
 class Oracle(Protocol):
@@ -79,19 +83,21 @@ def message_options(max_message_bytes: int) -> list[tuple[str, int]]:
 
 def serve(oracle: Oracle, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
           tls: tuple[str | Path, str | Path] | None = None, max_message_bytes: int = MAX_MESSAGE_BYTES,
-          workers: int = 4, interceptors: Sequence[grpc.ServerInterceptor] = ()) -> tuple[grpc.Server, int]:
+          concurrency: int = 1, interceptors: Sequence[grpc.ServerInterceptor] = ()) -> tuple[grpc.Server, int]:
     """Starts a server for `oracle` and returns it with the port it bound (port 0: any free port).
 
-    tls = (cert_file, key_file) in PEM serves TLS; otherwise plaintext. `workers` threads take
-    calls, but the oracle runs one call at a time (local oracles are not thread-safe); the other
-    threads answer health checks, retries and rejections meanwhile. `interceptors` wrap every
-    call (metrics, logging, faults in tests).
+    tls = (cert_file, key_file) in PEM serves TLS; otherwise plaintext. The oracle runs
+    `concurrency` calls at a time (1 unless it is thread-safe or waits on I/O: a docker is not);
+    four more threads answer health checks, retries and rejections meanwhile. `interceptors`
+    wrap every call (metrics, logging, faults in tests).
     Stop it with `server.stop(grace_seconds)`. A port it cannot take raises OracleError."""
     # SO_REUSEPORT off: a second server on a taken port should fail, not silently share its calls.
     options = [*message_options(max_message_bytes), ("grpc.so_reuseport", 0)]
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), interceptors=list(interceptors),
+    if concurrency < 1:
+        raise OracleError(f"concurrency must be >= 1; got {concurrency}")
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=concurrency + 4), interceptors=list(interceptors),
                          options=options)
-    service = OracleService(oracle, token)
+    service = OracleService(oracle, token, concurrency=concurrency)
     handler = grpc.unary_unary_rpc_method_handler(service.score)  # no (de)serializers: raw bytes
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Score": handler}),))
     add_health(server)
@@ -127,12 +133,14 @@ def join_address(host: str, port: int) -> str:
 class OracleService:
     """The Score method: checks the token and the request, then answers from memory or the oracle."""
 
-    def __init__(self, oracle: Oracle, token: str | None = None, remember: int = RECENT_RESPONSES):
+    def __init__(self, oracle: Oracle, token: str | None = None, remember: int = RECENT_RESPONSES,
+                 concurrency: int = 1):
         self.oracle, self.token = oracle, token
         self.recent = RecentResponses(remember)
-        # One oracle call at a time: a VinaDocker owns a single Vina object, so concurrent calls
-        # would corrupt each other. Parallelism comes from more servers (one per core), not threads.
-        self.oracle_lock = threading.Lock()
+        # One oracle call at a time by default: a VinaDocker owns a single Vina object, so
+        # concurrent calls would corrupt each other. Parallel docking comes from more servers
+        # (one per core); concurrency > 1 is for oracles that wait on I/O.
+        self.oracle_slots = threading.Semaphore(concurrency)
 
     def score(self, data: bytes, context: grpc.ServicerContext) -> bytes:
         if self.token is not None and not has_token(context, self.token):
@@ -151,7 +159,7 @@ class OracleService:
         return response.result()
 
     def compute(self, request: ScoreRequest) -> bytes:
-        with self.oracle_lock:
+        with self.oracle_slots:
             raw, errors = self.oracle.score(request.keys)
         raw = np.asarray(raw, dtype=np.float64)
         n = len(request.keys)
@@ -287,7 +295,7 @@ class OracleClient:
                     time.sleep(self.backoff(attempt))
                 continue
             return parse_response(reply, request_id, len(keys), self.addresses[i])
-        raise OracleError(f"oracle UNAVAILABLE after {self.retries + 1} attempts on "
+        raise OracleUnavailable(f"oracle UNAVAILABLE after {self.retries + 1} attempts on "
                           f"{', '.join(self.addresses)}; last: {last}")
 
     def backoff(self, attempt: int) -> float:

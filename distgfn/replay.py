@@ -66,6 +66,9 @@ class ReplayTable:
         self.slot_of: dict[str, int] = {}
         self.next_slot = 0
         self.rng = np.random.default_rng(self.seed)
+        # Records inserted since this table was made, by source (the id's part before its first
+        # "."; a rollout actor's name): what each actor contributed, for scaling and audits.
+        self.inserted_by: dict[str, int] = {}
 
     @property
     def size(self) -> int:
@@ -107,6 +110,8 @@ class ReplayTable:
         self.counters.duplicates += len(records) - len(fresh)
         for record in fresh:
             self._put(record)
+            source = record.id.split(".", 1)[0]
+            self.inserted_by[source] = self.inserted_by.get(source, 0) + 1
         return len(records)
 
     def _put(self, record: Record) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,7 +14,9 @@ from distgfn.config import Config
 from distgfn.envs import make_env
 from distgfn.models import make_model, set_weights, share_weights
 from distgfn.objectives import OBJECTIVES
-from distgfn.rewards import Scores, make_reward, score_objects
+from distgfn.rewards import RewardUnavailable, Scores, make_reward, score_objects
+from distgfn.rewards.cache import CachedReward
+from distgfn.rewards.pool import PooledReward
 from distgfn.sampling import sample_trajectories, torch_policy
 
 
@@ -26,18 +30,36 @@ class Rollout:
     reward_s: float  # time spent in the reward call
 
 
+@dataclass
+class Begun:
+    """A batch sampled whose rewards are being computed."""
+
+    trajs: object
+    version: int
+    scored: Future  # -> (log_r, scores, reward_s)
+
+
 class RolloutWorker:
-    def __init__(self, cfg: Config, seed: int, model=None):
-        """`model` shares a policy with the caller (serial runtime); else the worker owns a copy."""
+    def __init__(self, cfg: Config, seed: int, model=None, pool: list | None = None, cache=None, threads: int = 0):
+        """`model` shares a policy with the caller (serial runtime); else the worker owns a copy.
+        `pool`: reward actors that compute the reward (reward.mode pool); `cache`: a RewardCache
+        or RemoteCache asked first. With `threads` > 0, rewards are computed in that many
+        background threads, so that many batches can wait on a slow reward while the worker
+        samples more."""
         self.cfg = cfg
         self.env = make_env(cfg)
-        self.reward = make_reward(cfg, self.env)
+        self.pool = PooledReward(pool) if pool is not None else None
+        self.reward = self.pool or make_reward(cfg, self.env)
+        if cache is not None:
+            self.reward = CachedReward(self.reward, cache, self.env.keys)
         self.model = model if model is not None else make_model(cfg.model, self.env)
         self.policy = torch_policy(self.model, self.env.n_actions)
         self.with_parents = OBJECTIVES[cfg.objective.name].NEEDS_PARENTS
         self.rng = np.random.default_rng(seed)
         # -1 until weights are set: a worker's own random initialization is no published policy.
         self.version = -1 if model is None else 0
+        self.reward_calls = ThreadPoolExecutor(threads, thread_name_prefix="reward") if threads else None
+        self.unavailable: str | None = None  # why the reward service is down, while it is
 
     def set_weights(self, version: int, weights, share: bool = False) -> None:
         """share=True uses the arrays in place (see models.share_weights) instead of copying."""
@@ -45,16 +67,48 @@ class RolloutWorker:
         self.version = version
 
     def sample(self) -> Rollout:
+        return self.finish(self.begin())
+
+    def begin(self) -> Begun:
+        """Samples a batch of trajectories and starts computing their rewards."""
         s = self.cfg.sampler
         trajs = sample_trajectories(self.env, self.policy, s.batch_size, self.rng, s.epsilon, s.temperature)
-        final = trajs.final
-        start = time.perf_counter()
-        log_r, scores = score_objects(self.reward, final, self.env.keys, self.cfg.reward.beta)
-        reward_s = time.perf_counter() - start
-        scored = ~scores.failed
+        if self.reward_calls is not None:
+            return Begun(trajs, self.version, self.reward_calls.submit(self.score, trajs.final))
+        scored = Future()
+        scored.set_result(self.score(trajs.final))
+        return Begun(trajs, self.version, scored)
+
+    def finish(self, begun: Begun) -> Rollout:
+        """Waits for the batch's rewards and builds its training batch."""
+        log_r, scores, reward_s = begun.scored.result()
+        ok = ~scores.failed
         # Objects whose reward failed are recorded by the caller but never trained on.
-        batch = build_batch(self.env, trajs.subset(scored), log_r[scored], self.with_parents) if scored.any() else None
-        return Rollout(batch, final, log_r, scores, self.version, reward_s)
+        trajs, final = begun.trajs, begun.trajs.final
+        batch = build_batch(self.env, trajs.subset(ok), log_r[ok], self.with_parents) if ok.any() else None
+        return Rollout(batch, final, log_r, scores, begun.version, reward_s)
+
+    def score(self, final: np.ndarray):
+        """(beta * log R, scores, seconds), waiting out a reward service that is unavailable for up
+        to reward.unavailable_wait_s, saying so on stderr."""
+        start, wait_s = time.perf_counter(), 1.0
+        while True:
+            try:
+                log_r, scores = score_objects(self.reward, final, self.env.keys, self.cfg.reward.beta)
+                break
+            except RewardUnavailable as e:
+                waited = time.perf_counter() - start
+                if waited > self.cfg.reward.unavailable_wait_s:
+                    raise RewardUnavailable(f"{e}; gave up after {waited:.0f} s (reward.unavailable_wait_s)") from None
+                if self.unavailable is None:
+                    print(f"distgfn: reward service unavailable, waiting for it: {e}", file=sys.stderr, flush=True)
+                self.unavailable = str(e)
+                time.sleep(wait_s)  # a retry's backoff, not synchronization
+                wait_s = min(2 * wait_s, 10.0)
+        if self.unavailable is not None:
+            print(f"distgfn: reward service back after {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+            self.unavailable = None
+        return log_r, scores, time.perf_counter() - start
 
 
 def encode_records(rollout: Rollout, prefix: str) -> list[bytes]:

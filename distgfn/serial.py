@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distgfn import checkpoint
-from distgfn.config import Config, config_text
+from distgfn import checkpoint, wire
+from distgfn.config import Config, cache_size, config_text
 from distgfn.evaluation import Sampled, make_evaluator
 from distgfn.learning import Learner
 from distgfn.metrics import MetricsLog, drop_rows_after, mean, print_progress
 from distgfn.rewards import FailureWindow, RewardError, report_failures
+from distgfn.rewards.cache import RewardCache
 from distgfn.rollout import RolloutWorker
 
 
@@ -29,10 +30,11 @@ def train(cfg: Config, run_dir: Path, progress=print_progress, resume: bool = Fa
     learner = Learner(cfg)
     # On CPU the worker samples with the learner's own model; on a GPU it keeps a CPU copy.
     shared = learner.device.type == "cpu"
-    worker = RolloutWorker(cfg, seed=cfg.seed, model=learner.model if shared else None)
+    cache = RewardCache(cache_size(cfg)) if cache_size(cfg) else None
+    worker = RolloutWorker(cfg, seed=cfg.seed, model=learner.model if shared else None, cache=cache)
     evaluator = make_evaluator(cfg, learner.env, run_dir)
     clock = Clock()
-    run = SerialRun(cfg, run_dir, learner, worker, evaluator, clock)
+    run = SerialRun(cfg, run_dir, learner, worker, evaluator, clock, cache)
     if resume:
         run.restore()
     log = MetricsLog(run_dir / "metrics.jsonl")
@@ -51,7 +53,7 @@ def train(cfg: Config, run_dir: Path, progress=print_progress, resume: bool = Fa
                 continue
             losses.append(learner.update(rollout.batch))
             if learner.step % cfg.log.every == 0 or learner.step == cfg.learner.steps:
-                row = metrics_row(cfg, learner, evaluator, clock, run.trajectories, losses)
+                row = metrics_row(cfg, learner, evaluator, clock, run.trajectories, losses, cache)
                 log.write(row)
                 progress(row, cfg.learner.steps)
                 losses = []
@@ -75,9 +77,10 @@ class SerialRun:
     """Checkpoints of a serial run: the learner, the sampler's RNG, the evaluation window, the
     counters, and the last metrics row they match (rows after it are dropped on resume)."""
 
-    def __init__(self, cfg, run_dir, learner, worker, evaluator, clock):
+    def __init__(self, cfg, run_dir, learner, worker, evaluator, clock, cache=None):
         self.cfg, self.run_dir = cfg, run_dir
         self.learner, self.worker, self.evaluator, self.clock = learner, worker, evaluator, clock
+        self.cache = cache
         self.trajectories = 0
         self.root = checkpoint.root_for(cfg, run_dir)
 
@@ -87,6 +90,8 @@ class SerialRun:
                "evaluator": self.evaluator.state()}
         files = {"learner.pt": checkpoint.state_to_bytes(self.learner.state()),
                  "run.pt": checkpoint.state_to_bytes(run), "config.yaml": config_text(self.cfg).encode()}
+        if self.cache is not None:
+            files["reward_cache.msgpack"] = wire.encode(self.cache.state())
         checkpoint.save(self.root, self.learner.step, files, keep=self.cfg.checkpoint.keep)
 
     def restore(self) -> None:
@@ -98,6 +103,8 @@ class SerialRun:
         self.clock.start -= run["wall_s"]
         self.clock.restart(self.trajectories)
         self.evaluator.restore(run["evaluator"], run["metrics_step"])
+        if self.cache is not None and "reward_cache.msgpack" in files:
+            self.cache.restore(wire.decode(files["reward_cache.msgpack"]))
         drop_rows_after(self.run_dir / "metrics.jsonl", run["metrics_step"])
         print(f"distgfn: resuming from the checkpoint at step {step} in {self.root}", file=sys.stderr)
 
@@ -120,7 +127,7 @@ class Clock:
         return time.perf_counter() - self.start
 
 
-def metrics_row(cfg, learner, evaluator, clock, trajectories, losses) -> dict:
+def metrics_row(cfg, learner, evaluator, clock, trajectories, losses, cache=None) -> dict:
     row = {
         "step": learner.step,
         "trajectories": trajectories,
@@ -130,6 +137,8 @@ def metrics_row(cfg, learner, evaluator, clock, trajectories, losses) -> dict:
         "policy_lag_mean": 0.0,
         "replay_size": 0,
     }
+    if cache is not None:
+        row.update({f"reward_cache_{k}": v for k, v in cache.stats().items()})
     row.update(evaluator.sampled_metrics())
     every = cfg.eval.every
     if evaluator.exact and ((every and learner.step % every == 0) or learner.step == cfg.learner.steps):

@@ -31,6 +31,10 @@ class RewardServiceError(RuntimeError):
     """The reward service itself failed (not one object's reward): the run cannot go on."""
 
 
+class RewardUnavailable(RewardServiceError):
+    """The reward service is down or restarting: the run waits for it (reward.unavailable_wait_s)."""
+
+
 @dataclass
 class Scores:
     reward: np.ndarray  # (n,) R(x) > 0; NaN where the oracle failed
