@@ -52,9 +52,7 @@ class RolloutActor:
         while len(stats["versions"]) != max_batches:
             while len(self.begun) < self.in_flight:
                 stats["insert_wait_s"] += self.flush()  # so the batch begins with the newest weights
-                start = time.perf_counter()
                 self.begun.append(self.worker.begin())
-                stats["sample_s"] += time.perf_counter() - start
             if not wait([self.begun[0].scored], timeout=max(end - time.perf_counter(), 0)).done:
                 break
             self.send(self.begun.popleft(), stats)
@@ -77,13 +75,13 @@ class RolloutActor:
     def send(self, begun, stats: dict) -> None:
         """Builds the batch's records and sends them, once the previous insert is complete."""
         stats["insert_wait_s"] += self.flush()
-        start = time.perf_counter()
         rollout = self.worker.finish(begun)
+        start = time.perf_counter()
         records = encode_records(rollout, f"{self.prefix}-{self.batches}")
         self.batches += 1
         if records:  # none when every reward in the batch failed
             self.pending = (records, self.replay.insert.remote(records, timeout_s=1.0))
-        stats["sample_s"] += time.perf_counter() - start
+        stats["sample_s"] += rollout.sample_s + time.perf_counter() - start
         stats["sampled"].append(Sampled.of(rollout))
         stats["versions"].append(rollout.version)
         stats["reward_s"].append(rollout.reward_s)

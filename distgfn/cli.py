@@ -1,4 +1,4 @@
-"""The `distgfn` command: train, sample, score, serve-reward, report, data fetch."""
+"""The `distgfn` command: train, sample, score, serve-reward, scale, report, data fetch."""
 
 from __future__ import annotations
 
@@ -56,7 +56,10 @@ def parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_score)
 
     o = sub.add_parser("serve-reward", help="serve a molecule reward's oracle over gRPC (see distgfn.oracle)")
-    o.add_argument("--reward", required=True, help="reward.name: seh_proxy, vina_seh, qed or sa")
+    o.add_argument("--reward", required=True, metavar="NAME",
+                   help="reward.name (seh_proxy, vina_seh, qed, sa) or a user oracle as package.module:NAME")
+    o.add_argument("--concurrency", type=int, default=1, metavar="N",
+                   help="oracle calls run at once (default 1; more only for thread-safe oracles that wait on I/O)")
     o.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     o.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: all; default 127.0.0.1)")
     o.add_argument("--port", type=int, default=50051, help="port (0: any free one; default 50051)")
@@ -64,6 +67,13 @@ def parser() -> argparse.ArgumentParser:
     o.add_argument("--tls-cert", type=Path, metavar="FILE", help="PEM certificate chain; serve TLS (with --tls-key)")
     o.add_argument("--tls-key", type=Path, metavar="FILE", help="PEM private key of --tls-cert")
     o.set_defaults(func=cmd_serve_reward)
+
+    sc = sub.add_parser("scale", help="change the number of rollout actors or reward workers of a running job")
+    sc.add_argument("run_dir", type=Path, help="the job's run directory")
+    sc.add_argument("--actors", type=int, metavar="N", help="rollout actors")
+    sc.add_argument("--reward-workers", type=int, metavar="N", help="reward workers (reward.mode pool)")
+    sc.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the job's answer (default 120)")
+    sc.set_defaults(func=cmd_scale)
 
     r = sub.add_parser("report", help="draw a molecule run's best molecules and progress (PNG, SVG, JSON)")
     r.add_argument("run_dir", type=Path)
@@ -213,17 +223,15 @@ def cmd_serve_reward(args) -> int:
     import os
 
     from distgfn.oracle import serve
-    from distgfn.rewards.molecules import make_oracle
 
     if (args.tls_cert is None) != (args.tls_key is None):
         raise ConfigError("give both --tls-cert and --tls-key, or neither")
     token = os.environ.get(args.token_env) if args.token_env else None
     if args.token_env and not token:
         raise ConfigError(f"--token-env {args.token_env}: that environment variable is not set or empty")
-    cfg = load_config(None, ["env.name=fragments", f"reward.name={args.reward}", *args.set])
-    oracle, _ = make_oracle(cfg)
+    oracle = served_oracle(args.reward, args.set)
     server, port = serve(oracle, args.host, args.port, token=token,
-                         tls=(args.tls_cert, args.tls_key) if args.tls_cert else None)
+                         tls=(args.tls_cert, args.tls_key) if args.tls_cert else None, concurrency=args.concurrency)
     print(f"distgfn: serving reward {args.reward} on {args.host}:{port}", file=sys.stderr, flush=True)
     try:
         server.wait_for_termination()
@@ -231,6 +239,49 @@ def cmd_serve_reward(args) -> int:
         print("distgfn: stopping; calls in flight get 5 s to finish", file=sys.stderr, flush=True)
     finally:
         server.stop(grace=5).wait()
+    return 0
+
+
+def served_oracle(name: str, overrides: list[str]):
+    """A built-in reward's oracle, or a user's: "package.module:NAME", NAME an object with
+    score(keys) -> (raw, errors) or a callable taking no arguments that returns one. Its raw
+    outputs are R(x) (train with reward.name custom). reward.latency_ms adds a wait per call."""
+    from distgfn.rewards.molecules import SlowOracle, make_oracle
+
+    if ":" in name:
+        cfg = load_config(None, overrides)
+        oracle = import_oracle(name)
+    else:
+        cfg = load_config(None, ["env.name=fragments", f"reward.name={name}", *overrides])
+        oracle, _ = make_oracle(cfg)
+    return SlowOracle(oracle, cfg.reward.latency_ms / 1000) if cfg.reward.latency_ms > 0 else oracle
+
+
+def import_oracle(path: str):
+    import importlib
+
+    module_name, _, attr = path.partition(":")
+    try:
+        found = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"--reward {path}: cannot import it ({type(e).__name__}: {e})") from None
+    oracle = found if hasattr(found, "score") else found()
+    if not callable(getattr(oracle, "score", None)):
+        raise ConfigError(f"--reward {path}: {type(oracle).__name__} has no score(keys) method")
+    return oracle
+
+
+def cmd_scale(args) -> int:
+    """Asks a running job to scale (through its run directory) and waits for its answer."""
+    from distgfn import control
+
+    request_id = control.request_scale(args.run_dir, args.actors, args.reward_workers)
+    done = control.wait_for_answer(args.run_dir, request_id, args.timeout)
+    if "error" in done:
+        raise ControlError(done["error"])
+    pool = f" and {done['reward_workers']} reward workers" if done.get("reward_workers") else ""
+    print(f"distgfn: {args.run_dir} now runs {done['actors']} rollout actors{pool} (from step {done['step']}); "
+          f"leaving actors insert what they began before they go", file=sys.stderr)
     return 0
 
 

@@ -38,8 +38,9 @@ class EnvConfig:
 
 @dataclass
 class RewardConfig:
-    # hypergrid for env hypergrid; seh_proxy, vina_seh, qed or sa for env fragments.
-    name: Literal["hypergrid", "seh_proxy", "vina_seh", "qed", "sa"] = "hypergrid"
+    # hypergrid for env hypergrid; seh_proxy, vina_seh, qed or sa for env fragments; custom: a
+    # user's oracle served by `distgfn serve-reward --reward package.module:NAME` (mode remote).
+    name: Literal["hypergrid", "seh_proxy", "vina_seh", "qed", "sa", "custom"] = "hypergrid"
     r0: float = 0.1
     r1: float = 0.5
     r2: float = 2.0
@@ -338,6 +339,8 @@ def check_env_and_reward(cfg: Config) -> None:
     if cfg.reward.mode == "remote" and (not molecule or not cfg.reward.addresses.strip()):
         raise ConfigError("reward.mode remote needs a molecule reward and reward.addresses (host:port,...) of "
                           "`distgfn serve-reward` oracles")
+    if cfg.reward.name == "custom" and cfg.reward.mode != "remote":
+        raise ConfigError("reward.name custom is a user's oracle served by `distgfn serve-reward`; it needs reward.mode remote")
     if cfg.reward.mode == "pool" and cfg.runtime == "serial":
         raise ConfigError("reward.mode pool needs runtime ray (reward actors); use inline or remote with runtime serial")
     if cfg.actors.autoscale and cfg.actors.max_num < cfg.actors.num:

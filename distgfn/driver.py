@@ -204,6 +204,7 @@ class ControlLoop:
         self.last_scale_id, self.last_autoscale = None, time.monotonic()
         self.unavailable: dict = {}  # actor -> why its reward service was down, at its last report
         self.last_report: dict | None = None  # the report on_batch took last (None if its actor died)
+        self.departed: dict[str, dict] = {}  # name -> lifetime totals of each actor scaled away
 
     @property
     def replay(self):
@@ -456,6 +457,7 @@ class ControlLoop:
         self.leaving.discard(actor._actor_id)
         totals = self.last_report.get("totals") if self.last_report else None
         if totals:
+            self.departed[name] = totals
             print(f"distgfn: {name} left: {totals['trajectories']} trajectories sampled, {totals['records']} "
                   f"records made, {totals['in_replay']} in the replay table", file=sys.stderr)
         ray.kill(actor)

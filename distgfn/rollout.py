@@ -28,6 +28,7 @@ class Rollout:
     scores: Scores  # R(x), the oracle's output and errors, per object
     version: int
     reward_s: float  # time spent in the reward call
+    sample_s: float  # time spent sampling the trajectories and building the batch
 
 
 @dataclass
@@ -37,6 +38,7 @@ class Begun:
     trajs: object
     version: int
     scored: Future  # -> (log_r, scores, reward_s)
+    sample_s: float
 
 
 class RolloutWorker:
@@ -71,22 +73,25 @@ class RolloutWorker:
 
     def begin(self) -> Begun:
         """Samples a batch of trajectories and starts computing their rewards."""
-        s = self.cfg.sampler
+        s, start = self.cfg.sampler, time.perf_counter()
         trajs = sample_trajectories(self.env, self.policy, s.batch_size, self.rng, s.epsilon, s.temperature)
+        sample_s = time.perf_counter() - start
         if self.reward_calls is not None:
-            return Begun(trajs, self.version, self.reward_calls.submit(self.score, trajs.final))
+            return Begun(trajs, self.version, self.reward_calls.submit(self.score, trajs.final), sample_s)
         scored = Future()
         scored.set_result(self.score(trajs.final))
-        return Begun(trajs, self.version, scored)
+        return Begun(trajs, self.version, scored, sample_s)
 
     def finish(self, begun: Begun) -> Rollout:
         """Waits for the batch's rewards and builds its training batch."""
         log_r, scores, reward_s = begun.scored.result()
+        start = time.perf_counter()
         ok = ~scores.failed
         # Objects whose reward failed are recorded by the caller but never trained on.
         trajs, final = begun.trajs, begun.trajs.final
         batch = build_batch(self.env, trajs.subset(ok), log_r[ok], self.with_parents) if ok.any() else None
-        return Rollout(batch, final, log_r, scores, begun.version, reward_s)
+        sample_s = begun.sample_s + time.perf_counter() - start
+        return Rollout(batch, final, log_r, scores, begun.version, reward_s, sample_s)
 
     def score(self, final: np.ndarray):
         """(beta * log R, scores, seconds), waiting out a reward service that is unavailable for up

@@ -82,17 +82,21 @@ class CachedReward:
             else:
                 reward[i], raw[i] = entry
         if missing:
-            first = [where[0] for where in missing.values()]
-            scores = call_reward(self.reward, states[first])
-            for (key, where), r, x, e in zip(missing.items(), scores.reward, scores.raw, scores.errors):
-                reward[where], raw[where] = r, x
-                for i in where:
-                    errors[i] = e
-            good = [j for j, e in enumerate(scores.errors) if e is None and np.isfinite(scores.reward[j])
-                    and scores.reward[j] > 0]
-            if good:
-                self.cache.store([list(missing)[j] for j in good], scores.reward[good], scores.raw[good])
+            self.score_missing(states, missing, reward, raw, errors)
         return Scores(reward, raw, errors)
+
+    def score_missing(self, states, missing: dict[str, list[int]], reward, raw, errors) -> None:
+        """Scores one object per missing key, fills the batch's arrays, and keeps the successes."""
+        scores = call_reward(self.reward, states[[where[0] for where in missing.values()]])
+        got, got_raw = np.asarray(scores.reward, dtype=np.float64), np.asarray(scores.raw, dtype=np.float64)
+        for j, where in enumerate(missing.values()):
+            reward[where], raw[where] = got[j], got_raw[j]
+            for i in where:
+                errors[i] = scores.errors[j]
+        with np.errstate(invalid="ignore"):
+            good = np.array([e is None for e in scores.errors]) & np.isfinite(got) & (got > 0)
+        if good.any():
+            self.cache.store([k for k, ok in zip(missing, good) if ok], got[good], got_raw[good])
 
 
 class RemoteCache:

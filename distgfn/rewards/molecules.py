@@ -4,6 +4,7 @@
     vina_seh    R = docking.reward_from_score(score)  Vina docking against sEH (PDB 4JNC)
     qed         R = max(QED, 1e-4)                    drug-likeness, in (0, 1]
     sa          R = max((10 - SA) / 9, 1e-4)          synthetic accessibility, SA 1 (easy) .. 10
+    custom      R = the oracle's output                a user's oracle, served (reward.mode remote)
 
 The policy is trained towards R(x) ** reward.beta. With reward.mode remote the oracle runs in
 `distgfn serve-reward` processes (distgfn.oracle) and each rollout actor calls them over gRPC;
@@ -14,6 +15,7 @@ of training, never scored as zero.
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import numpy as np
@@ -83,7 +85,21 @@ def make_transform(name: str) -> Callable[[np.ndarray], np.ndarray]:
         from distgfn.chem.scores import sa_reward
 
         return lambda sa: np.maximum(sa_reward(sa), MIN_REWARD)
+    if name == "custom":  # a user's served oracle outputs R(x) itself
+        return lambda r: r
     raise ValueError(f"unknown molecule reward {name!r}")
+
+
+class SlowOracle:
+    """An oracle that takes `seconds` longer per call: a stand-in for a slow remote one (it
+    waits rather than computes, like a process waiting on a docking server)."""
+
+    def __init__(self, oracle, seconds: float):
+        self.oracle, self.seconds = oracle, seconds
+
+    def score(self, keys: list[str]):
+        time.sleep(self.seconds)
+        return self.oracle.score(keys)
 
 
 def remote_oracle(cfg: Config):

@@ -1,0 +1,179 @@
+"""Reward pools, the shared reward cache, a reward service that goes down, and scaling a running
+job, on a real local Ray cluster."""
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from distgfn import cli, driver
+from distgfn.config import load_config, save_config
+from distgfn.metrics import read_metrics
+
+
+def quiet(row, total):
+    pass
+
+
+class Background:
+    """A ControlLoop run in a thread, so the test can act on the job while it runs. Keeps the
+    replay table's statistics from just before the roles are killed."""
+
+    def __init__(self, cfg, run_dir: Path, progress=quiet):
+        save_config(cfg, run_dir / "config.yaml")  # as `distgfn train` does
+        self.loop = driver.ControlLoop(cfg, run_dir, progress=progress)
+        self.error, self.replay_stats = None, None
+        self.thread = threading.Thread(target=self.main, daemon=True)
+
+    def main(self):
+        import ray
+
+        try:
+            self.loop.start()
+            self.loop.run()
+            self.replay_stats = ray.get(self.loop.replay.stats.remote())
+        except BaseException as e:  # re-raised in the test's thread by join()
+            self.error = e
+        finally:
+            self.loop.close()
+
+    def join(self, timeout_s: float):
+        self.thread.join(timeout_s)
+        assert not self.thread.is_alive(), f"the run did not finish within {timeout_s} s"
+        if self.error is not None:
+            raise self.error
+
+
+def wait_for_step(run_dir: Path, step: int, timeout_s: float, job: Background) -> None:
+    """Polls metrics.jsonl (a file has no event to wait on) until a row reaches `step`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if job.error is not None:
+            raise job.error
+        path = run_dir / "metrics.jsonl"
+        if path.exists() and any(r["step"] >= step for r in read_metrics(path)):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"no metrics row reached step {step} within {timeout_s} s")
+
+
+def test_scaling_a_running_job_from_1_to_3_actors_and_back_changes_throughput_and_loses_nothing(
+        ray_cluster, tmp_path):
+    # A 40 ms reward per batch: an actor's throughput is bound by it, so actors add throughput
+    # even on two cores.
+    cfg = load_config(None, ["actors.num=1", "actors.cpus=0.25", "learner.cpus=0.5", "reward.latency_ms=40",
+                             "learner.steps=450", "log.every=25", "eval.every=0", "replay.min_size=16",
+                             "actors.report_every_s=0.2"])
+    job = Background(cfg, tmp_path)
+    job.thread.start()
+    wait_for_step(tmp_path, 100, 120, job)
+    assert cli.main(["scale", str(tmp_path), "--actors", "3", "--timeout", "60"]) == 0
+    wait_for_step(tmp_path, 325, 120, job)
+    assert cli.main(["scale", str(tmp_path), "--actors", "1", "--timeout", "60"]) == 0
+    job.join(180)
+
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in rows] == list(range(25, 451, 25))
+    counts = [r["actors"] for r in rows]
+    assert counts[0] == 1 and 3 in counts and counts[-1] == 1
+    before = [r["traj_per_s"] for r in rows[1:] if r["step"] <= 100]
+    during = [r["traj_per_s"] for r, prev in zip(rows[1:], rows) if r["actors"] == 3 and prev["actors"] == 3]
+    assert during and np.mean(during) > 1.8 * np.mean(before), (before, during)
+    departed = job.loop.departed
+    assert set(departed) == {"actor1", "actor2"}, "the two newest actors left"
+    for name, totals in departed.items():
+        assert totals["trajectories"] > 0
+        assert totals["trajectories"] == totals["in_replay"] == job.replay_stats["inserted_by"][name], \
+            "every trajectory a departed actor sampled is in the replay table"
+
+
+def test_pool_mode_scales_reward_workers_drains_pipelined_actors_and_caches_rewards(ray_cluster, tmp_path):
+    cfg = load_config(None, ["reward.mode=pool", "reward.workers=1", "reward.cpus_per_worker=0.25",
+                             "reward.in_flight=2", "reward.cache_size=1000", "actors.num=2", "actors.cpus=0.25",
+                             "learner.cpus=0.5", "learner.steps=300", "log.every=50", "eval.every=100",
+                             "replay.min_size=16", "actors.report_every_s=0.2"])
+
+    def scale_at_100(row, total):
+        if row["step"] == 100:
+            job.loop.scale(actors=1, reward_workers=2)
+
+    job = Background(cfg, tmp_path, progress=scale_at_100)
+    job.thread.start()
+    job.join(180)
+
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [50, 100, 150, 200, 250, 300]
+    assert [r["reward_workers"] for r in rows] == [1, 1, 2, 2, 2, 2]
+    assert [r["actors"] for r in rows] == [2, 2, 1, 1, 1, 1]
+    totals = job.loop.departed["actor1"]
+    assert totals["trajectories"] == totals["in_replay"] == job.replay_stats["inserted_by"]["actor1"]
+    last = rows[-1]
+    # 64 cells: after the first few hundred trajectories nearly every reward is a hit.
+    assert last["reward_cache_size"] <= 64 and last["reward_cache_hits"] > 5 * last["reward_cache_misses"]
+    assert last["l1_exact"] < rows[1]["l1_exact"]
+
+
+def test_the_reward_cache_is_saved_with_checkpoints_and_restored_on_resume(ray_cluster, tmp_path):
+    base = ["reward.cache_size=1000", "learner.steps=100", "log.every=50", "eval.every=50",
+            "checkpoint.every=100", "replay.min_size=16"]
+    driver.train(load_config(None, base), tmp_path, progress=quiet)
+    saved = read_metrics(tmp_path / "metrics.jsonl")[-1]
+    driver.train(load_config(None, base + ["learner.steps=150"]), tmp_path, progress=quiet, resume=True)
+    resumed = read_metrics(tmp_path / "metrics.jsonl")[-1]
+    assert resumed["step"] == 150
+    assert resumed["reward_cache_size"] >= saved["reward_cache_size"] > 0
+    assert resumed["reward_cache_misses"] == saved["reward_cache_misses"] + (
+        resumed["reward_cache_size"] - saved["reward_cache_size"]), "the restored cache misses only new cells"
+
+
+def test_a_pool_whose_worker_died_scores_every_chunk_on_the_others(ray_cluster):
+    from actors.reward import RewardActor
+    from distgfn.envs import make_env
+    from distgfn.rewards.pool import PooledReward
+
+    ray = ray_cluster
+    cfg = load_config(None, [])
+    workers = [RewardActor.options(num_cpus=0).remote(cfg) for _ in range(3)]
+    ray.get([w.ready.remote() for w in workers])
+    ray.kill(workers[1])
+    states = make_env(cfg).all_cells()[:10]
+    scores = PooledReward(workers)(states)
+    assert scores.errors == [None] * 10
+    from distgfn.rewards import make_reward
+
+    np.testing.assert_allclose(scores.reward, make_reward(cfg, make_env(cfg))(states))
+
+
+def test_an_oracle_that_goes_down_makes_the_run_wait_and_continue_when_it_returns(ray_cluster, tmp_path, seh_data):
+    from distgfn.chem.scores import QEDScorer
+    from distgfn.oracle import serve
+
+    server, port = serve(QEDScorer(), port=0)
+    servers = [server]
+    cfg = load_config(None, ["env.name=fragments", "reward.name=qed", "reward.mode=remote",
+                             f"reward.addresses=127.0.0.1:{port}", "reward.deadline_s=10", f"data.dir={seh_data}",
+                             "env.max_fragments=3", "sampler.batch_size=8", "actors.num=1", "actors.cpus=0.5",
+                             "learner.cpus=0.5", "learner.steps=40", "log.every=10", "eval.every=0",
+                             "replay.min_size=8", "actors.report_every_s=0.2"])
+
+    def stop_oracle_at_10(row, total):
+        if row["step"] == 10:
+            servers[0].stop(grace=5).wait()
+
+    job = Background(cfg, tmp_path, progress=stop_oracle_at_10)
+    job.thread.start()
+    deadline = time.monotonic() + 120
+    while not any(job.loop.unavailable.values()):  # the actors' reports say the oracle is down
+        assert job.thread.is_alive() and time.monotonic() < deadline, "no actor reported the oracle down"
+        time.sleep(0.1)
+    down_at = max(r["step"] for r in read_metrics(tmp_path / "metrics.jsonl"))
+    servers.append(serve(QEDScorer(), port=port)[0])  # back on the same port
+    try:
+        job.join(180)
+    finally:
+        servers[-1].stop(grace=None)
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [10, 20, 30, 40], "the run waited, then finished"
+    assert down_at < 40 and rows[-1]["reward_unavailable"] == 0
