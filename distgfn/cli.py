@@ -55,9 +55,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     c.set_defaults(func=cmd_score)
 
-    o = sub.add_parser("serve-reward", help="serve a molecule reward's oracle over gRPC (see distgfn.oracle)")
+    o = sub.add_parser("serve-reward", help="serve a reward's oracle over gRPC (see distgfn.oracle)")
     o.add_argument("--reward", required=True, metavar="NAME",
-                   help="reward.name (seh_proxy, vina_seh, qed, sa) or a user oracle as package.module:NAME")
+                   help="reward.name (seh_proxy, vina_seh, qed, sa, hypergrid) or a user oracle as package.module:NAME")
     o.add_argument("--concurrency", type=int, default=1, metavar="N",
                    help="oracle calls run at once (default 1; more only for thread-safe oracles that wait on I/O)")
     o.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
@@ -178,12 +178,13 @@ def cmd_score(args) -> int:
 
 
 def score_molecules(cfg):
-    from distgfn.rewards.molecules import make_oracle, score_smiles
+    from distgfn.rewards.molecules import make_oracle
+    from distgfn.rewards.remote import score_keys
 
     oracle, transform = make_oracle(cfg)
 
     def score(smiles: list[str]):
-        s = score_smiles(oracle, transform, smiles)
+        s = score_keys(oracle, transform, smiles)
         with np.errstate(invalid="ignore"):
             log_r = cfg.reward.beta * np.log(s.reward)
         return zip(log_r.tolist(), s.raw.tolist(), s.errors)
@@ -223,6 +224,7 @@ def cmd_serve_reward(args) -> int:
     import os
 
     from distgfn.oracle import serve
+    from distgfn.rewards.remote import served_oracle
 
     if (args.tls_cert is None) != (args.tls_key is None):
         raise ConfigError("give both --tls-cert and --tls-key, or neither")
@@ -240,35 +242,6 @@ def cmd_serve_reward(args) -> int:
     finally:
         server.stop(grace=5).wait()
     return 0
-
-
-def served_oracle(name: str, overrides: list[str]):
-    """A built-in reward's oracle, or a user's: "package.module:NAME", NAME an object with
-    score(keys) -> (raw, errors) or a callable taking no arguments that returns one. Its raw
-    outputs are R(x) (train with reward.name custom). reward.latency_ms adds a wait per call."""
-    from distgfn.rewards.molecules import SlowOracle, make_oracle
-
-    if ":" in name:
-        cfg = load_config(None, overrides)
-        oracle = import_oracle(name)
-    else:
-        cfg = load_config(None, ["env.name=fragments", f"reward.name={name}", *overrides])
-        oracle, _ = make_oracle(cfg)
-    return SlowOracle(oracle, cfg.reward.latency_ms / 1000) if cfg.reward.latency_ms > 0 else oracle
-
-
-def import_oracle(path: str):
-    import importlib
-
-    module_name, _, attr = path.partition(":")
-    try:
-        found = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as e:
-        raise ConfigError(f"--reward {path}: cannot import it ({type(e).__name__}: {e})") from None
-    oracle = found if hasattr(found, "score") else found()
-    if not callable(getattr(oracle, "score", None)):
-        raise ConfigError(f"--reward {path}: {type(oracle).__name__} has no score(keys) method")
-    return oracle
 
 
 def cmd_scale(args) -> int:

@@ -56,8 +56,8 @@ class RewardConfig:
     max_failure_rate: float = 0.5
     failure_window: int = 1000
     # inline: the reward runs in each rollout actor (cheap rewards); pool: on `workers` reward
-    # actors of `cpus_per_worker` CPUs each, shared by the rollout actors; remote (molecules): a
-    # `distgfn serve-reward` oracle over gRPC at `addresses`, "host:port,host:port".
+    # actors of `cpus_per_worker` CPUs each, shared by the rollout actors; remote: `distgfn
+    # serve-reward` oracles over gRPC at `addresses`, "host:port,host:port".
     mode: Literal["inline", "pool", "remote"] = "inline"
     workers: int = 2
     cpus_per_worker: float = 1.0
@@ -333,12 +333,11 @@ def from_dict(raw: dict) -> Config:
 
 def check_env_and_reward(cfg: Config) -> None:
     molecule = cfg.reward.name != "hypergrid"
-    if molecule != (cfg.env.name == "fragments"):
+    if cfg.reward.name != "custom" and molecule != (cfg.env.name == "fragments"):
         raise ConfigError(f"reward.name {cfg.reward.name!r} does not score env.name {cfg.env.name!r} "
                           f"(hypergrid goes with hypergrid; seh_proxy, vina_seh, qed and sa with fragments)")
-    if cfg.reward.mode == "remote" and (not molecule or not cfg.reward.addresses.strip()):
-        raise ConfigError("reward.mode remote needs a molecule reward and reward.addresses (host:port,...) of "
-                          "`distgfn serve-reward` oracles")
+    if cfg.reward.mode == "remote" and not cfg.reward.addresses.strip():
+        raise ConfigError("reward.mode remote needs reward.addresses (host:port,...) of `distgfn serve-reward` oracles")
     if cfg.reward.name == "custom" and cfg.reward.mode != "remote":
         raise ConfigError("reward.name custom is a user's oracle served by `distgfn serve-reward`; it needs reward.mode remote")
     if cfg.reward.mode == "pool" and cfg.runtime == "serial":

@@ -2,7 +2,7 @@
 
 Docking costs seconds to minutes a molecule, so it runs on its own machines: `serve` puts any
 oracle with `score(keys) -> (raw, errors)` behind one gRPC method, and `OracleClient` has the
-same `score`, so it drops in wherever a local oracle goes (`rewards.molecules.score_smiles`).
+same `score`, so it drops in wherever a local oracle goes (`rewards.remote.score_keys`).
 
     server, port = serve(QEDScorer(), host="0.0.0.0", port=50051, token="s3cret")
     client = OracleClient(["dock-1:50051", "dock-2:50051"], deadline_s=600, token="s3cret")

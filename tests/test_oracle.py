@@ -22,7 +22,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from distgfn.oracle import METHOD, OracleClient, OracleError, serve
-from distgfn.rewards.molecules import score_smiles
+from distgfn.rewards.remote import score_keys
 from distgfn.wire import decode, encode
 
 REPO = Path(__file__).parents[1]
@@ -146,9 +146,9 @@ def test_scores_a_batch_with_the_local_oracles_interface():
     assert errors == [None, None, "'a-bad-one' is bad", None]
 
 
-def test_is_a_drop_in_oracle_for_score_smiles():
+def test_is_a_drop_in_oracle_for_score_keys():
     with running(Lengths()) as address, OracleClient([address]) as client:
-        scores = score_smiles(client, lambda raw: raw / 10, ["CCO", "bad", "C"])
+        scores = score_keys(client, lambda raw: raw / 10, ["CCO", "bad", "C"])
     np.testing.assert_allclose(scores.reward, [0.3, np.nan, 0.1])
     assert scores.failed.tolist() == [False, True, False]
 
@@ -224,6 +224,56 @@ def test_runs_one_oracle_call_at_a_time():
             for call in calls:
                 call.join(timeout=10)
     assert [results.get(timeout=1), results.get(timeout=1)] == [[1.0], [1.0]] and oracle.calls == 2
+
+
+def test_with_concurrency_two_calls_run_in_the_oracle_at_once():
+    oracle = Gate()
+    results: queue.Queue = queue.Queue()
+    with running(oracle, concurrency=2) as address, OracleClient([address]) as client:
+        calls = [threading.Thread(target=lambda: results.put(client.score(["a"])[0].tolist())) for _ in range(2)]
+        try:
+            calls[0].start()
+            assert oracle.started.wait(timeout=5)
+            calls[1].start()
+            assert oracle.overlapped.wait(timeout=10), "the second call entered while the first was inside"
+        finally:
+            oracle.release.set()
+            for call in calls:
+                call.join(timeout=10)
+    assert [results.get(timeout=1), results.get(timeout=1)] == [[1.0], [1.0]]
+
+
+def test_serves_hypergrid_cells_and_names_the_bad_ones():
+    from distgfn.rewards.remote import served_oracle
+
+    oracle = served_oracle("hypergrid", ["env.height=8"])
+    raw, errors = oracle.score(["0,0", "1,1", "7,0", "8,1", "a,b"])
+    np.testing.assert_allclose(raw[:3], [0.6, 2.6, 0.6])  # a corner; the ring; an edge
+    assert errors[:3] == [None] * 3 and "outside the grid" in errors[3] and "bad cell 'a,b'" in errors[4]
+
+
+def test_serves_a_user_oracle_named_by_import_path_and_rejects_a_bad_path():
+    from distgfn.config import ConfigError
+    from distgfn.rewards.remote import served_oracle
+
+    raw, errors = served_oracle("distgfn.chem.scores:QEDScorer", []).score(["CCO"])
+    assert 0 < raw[0] < 1 and errors == [None]
+    with pytest.raises(ConfigError, match="--reward nowhere.at_all:Oracle: cannot import it"):
+        served_oracle("nowhere.at_all:Oracle", [])
+
+
+def test_a_hypergrid_run_trains_against_a_served_oracle(tmp_path):
+    from distgfn import serial
+    from distgfn.config import load_config
+    from distgfn.metrics import read_metrics
+    from distgfn.rewards.remote import served_oracle
+
+    with running(served_oracle("hypergrid", []), concurrency=2) as address:
+        cfg = load_config(None, ["runtime=serial", "reward.mode=remote", f"reward.addresses={address}",
+                                 "learner.steps=300", "log.every=100", "eval.every=100"])
+        serial.train(cfg, tmp_path, progress=lambda row, total: None)
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [100, 200, 300] and rows[-1]["l1_exact"] < rows[0]["l1_exact"]
 
 
 def free_port() -> int:

@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from distgfn import cli, driver
 from distgfn.config import load_config, save_config

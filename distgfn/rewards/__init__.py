@@ -130,14 +130,19 @@ def report_failures(sampled, env, window: FailureWindow) -> None:
 
 def make_reward(cfg: Config, env) -> Reward:
     r = cfg.reward
-    if r.name == "hypergrid":
+    if r.mode == "remote":
+        from distgfn.rewards.remote import remote_reward
+
+        reward = remote_reward(cfg, env)
+    elif r.name == "hypergrid":
         from distgfn.rewards.hypergrid import HyperGridReward
 
         reward = HyperGridReward(env.height, r.r0, r.r1, r.r2)
     else:
-        from distgfn.rewards.molecules import make_molecule_reward
+        from distgfn.rewards.molecules import make_oracle
+        from distgfn.rewards.remote import OracleReward
 
-        reward = make_molecule_reward(cfg, env)
+        reward = OracleReward(env, *make_oracle(cfg))
     return Delayed(reward, r.latency_ms / 1000) if r.latency_ms > 0 else reward
 
 

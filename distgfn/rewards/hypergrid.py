@@ -18,3 +18,24 @@ class HyperGridReward:
         outer = (d > 0.25).all(axis=1)
         ring = ((d > 0.3) & (d < 0.4)).all(axis=1)
         return self.r0 + self.r1 * outer + self.r2 * ring
+
+
+class HyperGridOracle:
+    """The HyperGrid reward behind `distgfn serve-reward --reward hypergrid`: keys are cells
+    written "x1,x2,..." (the env's keys)."""
+
+    def __init__(self, height: int, r0: float = 0.1, r1: float = 0.5, r2: float = 2.0):
+        self.reward = HyperGridReward(height, r0, r1, r2)
+
+    def score(self, keys: list[str]) -> tuple[np.ndarray, list]:
+        raw, errors = np.full(len(keys), np.nan), [None] * len(keys)
+        for i, key in enumerate(keys):
+            try:
+                cell = np.array([int(v) for v in key.split(",")] + [1])
+                if (cell[:-1] < 0).any() or (cell[:-1] >= self.reward.height).any():
+                    raise ValueError(f"outside the grid of side {self.reward.height}")
+            except ValueError as e:
+                errors[i] = f"bad cell {key!r}: {e}"
+                continue
+            raw[i] = self.reward(cell[None])[0]
+        return raw, errors
