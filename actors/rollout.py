@@ -22,6 +22,7 @@ class RolloutActor:
         """`reward_workers`: the pool's RewardActors (reward.mode pool); `cache`: the run's
         CacheActor, or None."""
         torch.set_num_threads(1)
+        torch.manual_seed(seed)  # the policy's initial weights too (published weights replace them)
         threads = cfg.reward.in_flight if cfg.reward.mode != "inline" else 0
         self.worker = RolloutWorker(cfg, seed, pool=reward_workers,
                                     cache=RemoteCache(cache) if cache is not None else None, threads=threads)

@@ -36,11 +36,11 @@ def start_ray(num_cpus: int) -> None:
              log_to_driver=False)
 
 
-def make_actors(cfg, n: int, replay):
+def make_actors(cfg, n: int, replay, pool=None):
     from actors.rollout import RolloutActor
 
     actors = [RolloutActor.options(num_cpus=0).remote(cfg, seed=i + 1, name=f"a{i}", replay=replay,
-                                                      insert_timeout_s=60) for i in range(n)]
+                                                      insert_timeout_s=60, reward_workers=pool) for i in range(n)]
     ray.get([a.version.remote() for a in actors])  # wait until every actor is up
     return actors
 
@@ -55,9 +55,15 @@ def scaling(counts=(1, 2, 4, 8, 16), seconds: float = 10.0, objective: str = "fm
     """Rollout throughput: actors sample, score (50 ms per batch of 16) and insert, back to back."""
     cfg = load_config(None, GRID4 + ["reward.latency_ms=50", f"objective.name={objective}"])
     start_ray(2)
-    base = None
     print(f"scaling ({objective}, HyperGrid ndim 4, reward latency 50 ms per batch of 16, "
           f"{seconds:.0f} s per point, no learner running)")
+    print_scaling(cfg, counts, seconds)
+    ray.shutdown()
+
+
+def print_scaling(cfg, counts, seconds: float) -> None:
+    """For each count of actors: their throughput, against that count times one actor's."""
+    base = None
     for n in counts:
         replay = make_replay()
         actors = make_actors(cfg, n, replay)
@@ -66,12 +72,11 @@ def scaling(counts=(1, 2, 4, 8, 16), seconds: float = 10.0, objective: str = "fm
         print(f"  {n:2d} actors: {rate:7.0f} traj/s  ideal {n * base:7.0f}  efficiency {rate / (n * base):.0%}")
         for a in actors + [replay]:
             ray.kill(a)
-    ray.shutdown()
 
 
-def sample_for(actors, replay, seconds: float, report_s: float = 1.0) -> float:
+def sample_for(actors, replay, seconds: float, report_s: float = 1.0, warmup_s: float = 3.0) -> float:
     """Trajectories per second into the replay table (its insert counter, one record per
-    trajectory), with one run call always in flight per actor, after a 3 s warm-up."""
+    trajectory), with one run call always in flight per actor, after a warm-up."""
     inflight = {a.run.remote(report_s): a for a in actors}
 
     def keep_sampling(until: float) -> None:
@@ -85,7 +90,7 @@ def sample_for(actors, replay, seconds: float, report_s: float = 1.0) -> float:
     def inserted() -> int:
         return ray.get(replay.stats.remote())["inserted"]
 
-    keep_sampling(time.perf_counter() + 3.0)
+    keep_sampling(time.perf_counter() + warmup_s)
     t0, n0 = time.perf_counter(), inserted()
     keep_sampling(t0 + seconds)
     return (inserted() - n0) / (time.perf_counter() - t0)

@@ -69,6 +69,7 @@ class RewardConfig:
     # molecule rewards, off for hypergrid (cheaper to compute than to look up).
     cache_size: Optional[int] = None
     addresses: str = ""
+    # pool, remote: a call (a chunk, a batch) not answered within this fails its objects.
     deadline_s: float = 600.0
     # remote: how long the run waits, reporting it, for an oracle that is down before it stops.
     unavailable_wait_s: float = 3600.0

@@ -58,6 +58,14 @@ class OracleError(RewardServiceError):
     """A remote oracle call failed: the message names the address, the status code and the details."""
 
 
+class OracleDeadline(OracleError):
+    """A call ran past its deadline: the objects in it failed (the oracle may still be busy)."""
+
+
+class OracleRaised(OracleError):
+    """The server's oracle raised on the batch (INTERNAL)."""
+
+
 class OracleUnavailable(OracleError, RewardUnavailable):
     """Every attempt found the oracle UNAVAILABLE (down or restarting): worth waiting for."""
 
@@ -289,7 +297,9 @@ class OracleClient:
                 reply = self.calls[i](data, timeout=self.deadline_s, metadata=self.metadata)
             except grpc.RpcError as e:
                 if e.code() != grpc.StatusCode.UNAVAILABLE:
-                    raise OracleError(f"oracle at {self.addresses[i]}: {e.code().name}: {e.details()}") from None
+                    kind = {grpc.StatusCode.DEADLINE_EXCEEDED: OracleDeadline,
+                            grpc.StatusCode.INTERNAL: OracleRaised}.get(e.code(), OracleError)
+                    raise kind(f"oracle at {self.addresses[i]}: {e.code().name}: {e.details()}") from None
                 last = f"{self.addresses[i]}: {e.details()}"
                 if attempt < self.retries:
                     time.sleep(self.backoff(attempt))

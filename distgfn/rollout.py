@@ -50,7 +50,7 @@ class RolloutWorker:
         samples more."""
         self.cfg = cfg
         self.env = make_env(cfg)
-        self.pool = PooledReward(pool) if pool is not None else None
+        self.pool = PooledReward(pool, cfg.reward.deadline_s) if pool is not None else None
         self.reward = self.pool or make_reward(cfg, self.env)
         if cache is not None:
             self.reward = CachedReward(self.reward, cache, self.env.keys)

@@ -420,3 +420,46 @@ def test_serve_reward_command_scores_qed_and_stops_on_sigterm():
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
+
+
+class RaisesOn:
+    """Raises on any batch holding `bad`; raw = len(key) otherwise."""
+
+    def __init__(self, bad: str):
+        self.bad = bad
+
+    def score(self, keys):
+        if self.bad in keys:
+            raise ValueError(f"cannot score {self.bad}")
+        return np.array([len(k) for k in keys], dtype=np.float64), [None] * len(keys)
+
+
+class Keys:
+    """An env whose states are rows of strings, its keys."""
+
+    def keys(self, states):
+        return [str(s) for s in states]
+
+
+def test_through_the_reward_an_oracle_that_raises_fails_only_the_object_it_raises_on():
+    from distgfn.rewards import score_objects
+    from distgfn.rewards.remote import OracleReward
+
+    with running(RaisesOn("bad")) as address, OracleClient([address]) as client:
+        reward = OracleReward(Keys(), client, lambda raw: raw)
+        log_r, scores = score_objects(reward, np.array(["ab", "bad", "c"]), Keys().keys)
+    assert scores.errors[0] is None and scores.errors[2] is None
+    assert "INTERNAL: oracle failed: ValueError: cannot score bad" in scores.errors[1]
+    np.testing.assert_allclose(np.exp(log_r[[0, 2]]), [2.0, 1.0])
+
+
+def test_through_the_reward_a_call_past_its_deadline_fails_its_objects():
+    from distgfn.rewards.remote import OracleReward
+
+    oracle = Slow()
+    with running(oracle) as address, OracleClient([address], deadline_s=0.2, retries=0) as client:
+        try:
+            scores = OracleReward(Keys(), client, lambda raw: raw)(np.array(["a", "b"]))
+        finally:
+            oracle.release.set()
+    assert all("DEADLINE_EXCEEDED" in e for e in scores.errors) and np.isnan(scores.reward).all()

@@ -176,3 +176,32 @@ def test_an_oracle_that_goes_down_makes_the_run_wait_and_continue_when_it_return
     rows = read_metrics(tmp_path / "metrics.jsonl")
     assert [r["step"] for r in rows] == [10, 20, 30, 40], "the run waited, then finished"
     assert down_at < 40 and rows[-1]["reward_unavailable"] == 0
+
+
+def test_autoscale_adds_actors_while_the_learner_starves_on_slow_rewards_up_to_max_num(ray_cluster, tmp_path):
+    cfg = load_config(None, ["actors.num=1", "actors.cpus=0.25", "learner.cpus=0.5", "reward.latency_ms=40",
+                             "actors.autoscale=true", "actors.max_num=3", "actors.autoscale_every_s=0.1",
+                             "learner.steps=300", "log.every=25", "eval.every=0", "replay.min_size=16",
+                             "actors.report_every_s=0.2"])
+    job = Background(cfg, tmp_path)
+    job.thread.start()
+    job.join(180)
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    counts = [r["actors"] for r in rows]
+    assert counts[0] == 1 and counts[-1] == 3 and max(counts) == 3 and counts == sorted(counts)
+    grew_after = [row for row, after in zip(rows, counts[1:]) if after > row["actors"]]
+    assert len(grew_after) == 2 and all(r["reward_time_frac"] > 0.5 and r["learner_wait_frac"] > 0.5
+                                        for r in grew_after), "each growth followed a starved, reward-bound row"
+
+
+def test_a_pool_chunk_not_scored_within_the_deadline_fails_its_objects(ray_cluster):
+    from actors.reward import RewardActor
+    from distgfn.envs import make_env
+    from distgfn.rewards.pool import PooledReward
+
+    cfg = load_config(None, ["reward.latency_ms=2000"])
+    worker = RewardActor.options(num_cpus=0).remote(cfg)
+    scores = PooledReward([worker], deadline_s=0.3)(make_env(cfg).all_cells()[:3])
+    assert scores.errors == ["reward worker did not answer within 0.3 s (reward.deadline_s)"] * 3
+    assert np.isnan(scores.reward).all()
+    ray_cluster.kill(worker)

@@ -7,7 +7,8 @@ Each call splits its batch into one chunk per worker (fewer if the batch is smal
 starting at a rotating worker so small batches spread. A rollout actor makes at most
 reward.in_flight calls at once, so each worker has at most that many chunks queued from
 each rollout actor. A chunk whose worker died is scored again on another worker; when none
-is left the call fails with RewardServiceError.
+is left the call fails with RewardServiceError. A chunk not scored within `deadline_s` fails
+its objects.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from distgfn.rewards import RewardServiceError, Scores
 
 
 class PooledReward:
-    def __init__(self, workers: list):
-        self.workers = list(workers)
+    def __init__(self, workers: list, deadline_s: float | None = None):
+        self.workers, self.deadline_s = list(workers), deadline_s
         self.turns = itertools.count()
         self.lock = threading.Lock()
 
@@ -44,12 +45,16 @@ class PooledReward:
                       [e for p in parts for e in p.errors])
 
     def result(self, ref, states: np.ndarray, order: list, i: int) -> Scores:
-        """The chunk's scores; if its worker died, scored on the next workers in turn."""
+        """The chunk's scores; if its worker died, scored on the next workers in turn. A chunk not
+        scored within deadline_s fails (the worker may still be busy with it)."""
         import ray
 
         for attempt in range(len(order)):
             try:
-                return ray.get(ref)
+                return ray.get(ref, timeout=self.deadline_s)
+            except ray.exceptions.GetTimeoutError:
+                error = f"reward worker did not answer within {self.deadline_s:g} s (reward.deadline_s)"
+                return Scores(np.full(len(states), np.nan), np.full(len(states), np.nan), [error] * len(states))
             except ray.exceptions.RayActorError as e:
                 last = e
                 if attempt + 1 < len(order):

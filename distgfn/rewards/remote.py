@@ -24,13 +24,29 @@ from distgfn.rewards import Scores
 
 
 class OracleReward:
-    """Scores terminal states through their keys (canonical SMILES for molecules)."""
+    """Scores terminal states through their keys (canonical SMILES for molecules).
+
+    A remote call past its deadline fails every object in it; one whose oracle raised is
+    raised as ObjectsRaised, so `rewards.call_reward` scores the batch again object by object
+    and only the objects that raise fail."""
 
     def __init__(self, env, oracle, transform: Callable[[np.ndarray], np.ndarray]):
         self.env, self.oracle, self.transform = env, oracle, transform
 
     def __call__(self, states: np.ndarray) -> Scores:
-        return score_keys(self.oracle, self.transform, self.env.keys(states))
+        from distgfn.oracle import OracleDeadline, OracleRaised
+
+        keys = self.env.keys(states)
+        try:
+            return score_keys(self.oracle, self.transform, keys)
+        except OracleDeadline as e:
+            return Scores(np.full(len(keys), np.nan), np.full(len(keys), np.nan), [str(e)] * len(keys))
+        except OracleRaised as e:
+            raise ObjectsRaised(str(e)) from None
+
+
+class ObjectsRaised(RuntimeError):
+    """The oracle raised on a batch: some object in it, not the service, is at fault."""
 
 
 def score_keys(oracle, transform, keys: list[str]) -> Scores:
