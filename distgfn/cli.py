@@ -1,4 +1,4 @@
-"""The `distgfn` command: train, sample, score, serve-reward, scale, report, data fetch."""
+"""The `distgfn` command: train, sample, score, serve-reward, scale, status, check, report, data fetch."""
 
 from __future__ import annotations
 
@@ -75,7 +75,17 @@ def parser() -> argparse.ArgumentParser:
     sc.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the job's answer (default 120)")
     sc.set_defaults(func=cmd_scale)
 
-    r = sub.add_parser("report", help="draw a molecule run's best molecules and progress (PNG, SVG, JSON)")
+    st = sub.add_parser("status", help="where a running or finished job stands (from its run directory)")
+    st.add_argument("run_dir", type=Path)
+    st.add_argument("--json", action="store_true", help="print the status as one JSON object")
+    st.set_defaults(func=cmd_status)
+
+    ch = sub.add_parser("check", help="validate a config, its reward, checkpoint path and resources, before launching")
+    ch.add_argument("config", help="YAML config file")
+    ch.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    ch.set_defaults(func=cmd_check)
+
+    r = sub.add_parser("report", help="plot a run's learning curves (PNG); molecules: best molecules and progress")
     r.add_argument("run_dir", type=Path)
     r.set_defaults(func=cmd_report)
 
@@ -258,13 +268,36 @@ def cmd_scale(args) -> int:
     return 0
 
 
+def cmd_status(args) -> int:
+    from distgfn.status import format_status, run_status
+
+    status = run_status(args.run_dir)
+    print(json.dumps(status) if args.json else format_status(status))
+    return 0
+
+
+def cmd_check(args) -> int:
+    """Prints what will run where; a problem is a ConfigError (exit status 2) naming it."""
+    from distgfn.check import check
+
+    for line in check(load_config(args.config, args.set)):
+        print(line)
+    print("distgfn: check passed", file=sys.stderr)
+    return 0
+
+
 def cmd_report(args) -> int:
     if not (args.run_dir / "config.yaml").exists():
         raise RunDirError(f"{args.run_dir / 'config.yaml'} not found; is {args.run_dir} a run directory?")
     cfg = load_config(args.run_dir / "config.yaml")
-    if cfg.env.name != "fragments":
-        raise RunDirError(f"{args.run_dir} is a {cfg.env.name} run; reports are for molecule runs")
-    write_molecule_report(cfg, args.run_dir)
+    if not (args.run_dir / "metrics.jsonl").exists():
+        raise RunDirError(f"{args.run_dir / 'metrics.jsonl'} not found; the run has logged nothing yet")
+    from distgfn.report import write_plots
+
+    written = write_plots(args.run_dir, cfg)
+    print(f"distgfn: plots in {', '.join(map(str, written))}", file=sys.stderr)
+    if cfg.env.name == "fragments":
+        write_molecule_report(cfg, args.run_dir)
     return 0
 
 

@@ -168,6 +168,9 @@ class RayConfig:
     num_cpus: Optional[int] = None
     # Seconds without any progress (no batch sampled, no update) before the run stops with an error.
     progress_timeout_s: float = 120.0
+    # A custom resource that rollout actors and reward workers ask 0.001 of, so they run only on
+    # nodes that advertise it (deploy/ gives CPU worker nodes {"rollout": 1000}); null: anywhere.
+    worker_resource: Optional[str] = None
 
 
 @dataclass

@@ -36,8 +36,9 @@ from distgfn.evaluation import make_evaluator
 from distgfn.learning import policy_log_probs
 from distgfn.metrics import MetricsLog, drop_rows_after, mean, print_progress
 from distgfn.models import make_model, set_weights
+from distgfn.ray_metrics import RayMetrics
 from distgfn.rewards import FailureWindow, RewardError, RewardServiceError, report_failures
-from distgfn.signals import stop_on_sigterm
+from distgfn.signals import deferred_stops, stop_requested
 
 WORKER_ENV = {"env_vars": {"OMP_NUM_THREADS": "1"}}
 
@@ -49,9 +50,9 @@ def train(cfg: Config, run_dir: Path, progress=print_progress, resume: bool = Fa
     started_ray = False
     try:
         started_ray = connect(cfg)
-        stop_on_sigterm()
-        loop.start(saved)
-        loop.run_surviving_failures()
+        with deferred_stops():
+            loop.start(saved)
+            loop.run_surviving_failures()
     finally:
         loop.close()
         if started_ray:
@@ -126,7 +127,12 @@ def new_reward_worker(cfg: Config):
     from actors.reward import RewardActor
 
     return RewardActor.options(num_cpus=cfg.reward.cpus_per_worker, runtime_env=WORKER_ENV,
-                               max_restarts=cfg.actors.max_restarts).remote(cfg)
+                               max_restarts=cfg.actors.max_restarts, resources=worker_resources(cfg)).remote(cfg)
+
+
+def worker_resources(cfg: Config) -> dict:
+    """ray.worker_resource: keeps rollout actors and reward workers on the nodes that offer it."""
+    return {cfg.ray.worker_resource: 0.001} if cfg.ray.worker_resource else {}
 
 
 def add_actor(cfg: Config, roles: Roles, index: int, first_step: int):
@@ -134,7 +140,7 @@ def add_actor(cfg: Config, roles: Roles, index: int, first_step: int):
 
     name = f"actor{index}"
     actor = RolloutActor.options(num_cpus=cfg.actors.cpus, runtime_env=WORKER_ENV, max_restarts=cfg.actors.max_restarts,
-                                 max_task_retries=0).remote(
+                                 max_task_retries=0, resources=worker_resources(cfg)).remote(
         cfg, seed=actor_seed(cfg.seed, index, first_step), name=name, replay=roles.replay,
         insert_timeout_s=cfg.ray.progress_timeout_s, reward_workers=roles.pool if cfg.reward.mode == "pool" else None,
         cache=roles.cache,
@@ -165,6 +171,10 @@ def check_resources(cfg: Config, actors: int, workers: int) -> None:
         )
     if cfg.learner.device.startswith("cuda") and ray.cluster_resources().get("GPU", 0) < 1:
         raise ConfigError(f"learner.device={cfg.learner.device!r} but the Ray cluster has no GPU")
+    name = cfg.ray.worker_resource
+    if name and ray.cluster_resources().get(name, 0) <= 0:
+        print(f"distgfn: warning: no node offers the resource {name!r} (ray.worker_resource) yet; rollout actors "
+              f"and reward workers wait for one (an autoscaling cluster starts a node type that has it)", file=sys.stderr)
 
 
 def dead_class(error: ray.exceptions.RayActorError) -> str:
@@ -222,6 +232,7 @@ class ControlLoop:
         """Creates the roles, then continues from `saved` (step, files) when given."""
         self.first_step = saved[0] if saved else 0
         self.roles = create_roles(self.cfg, self.num_actors, self.num_workers, first_step=self.first_step)
+        self.ray_metrics = RayMetrics(self.run_dir.resolve().name)
         self.next_actor = self.num_actors
         self.calls, self.retry, self.leaving, self.retiring = {}, {}, set(), []
         if saved:
@@ -306,6 +317,8 @@ class ControlLoop:
         calls = calls[2:]
         try:
             while training:
+                if stop_requested():
+                    raise KeyboardInterrupt("stop requested")
                 self.apply_scale_request()
                 self.retire_reward_workers()
                 ready = self.wait_for(training[0])
@@ -328,6 +341,7 @@ class ControlLoop:
         except KeyboardInterrupt:
             print("distgfn: interrupted; saving a checkpoint and the model, then stopping", file=sys.stderr)
             self.learner.stop.remote()  # no update waits for records that will not come
+            self.finish_training_calls(training)
             self.final_checkpoint()
 
     def call(self, actor) -> None:
@@ -362,6 +376,15 @@ class ControlLoop:
             self.remove_actor(actor)
         elif not self.calls and not self.retry:
             raise RuntimeError("every rollout actor died more than actors.max_restarts times")
+
+    def finish_training_calls(self, training: deque) -> None:
+        """Takes the learner calls that return now that it is stopping, so that a row due at a
+        step the learner reached is written before the checkpoint at that step."""
+        try:
+            while training:
+                self.on_update(unwrap(training.popleft(), timeout=self.cfg.ray.progress_timeout_s))
+        except (ray.exceptions.RayError, RoleFailure) as e:
+            print(f"distgfn: warning: the learner's last calls did not return ({type(e).__name__})", file=sys.stderr)
 
     def final_checkpoint(self) -> None:
         """The checkpoint of a run that stops: a dead role is reported, never recovered from."""
@@ -530,6 +553,7 @@ class ControlLoop:
             evaluate = last or crossed(previous, self.step, self.cfg.eval.every)
             row = self.metrics_row(stats["weights"] if evaluate else None)
             self.log.write(row)
+            self.ray_metrics.record(row)
             self.progress(row, self.cfg.learner.steps)
             self.autoscale(row)
             if crossed(previous, self.step, self.cfg.checkpoint.every):

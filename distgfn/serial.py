@@ -17,6 +17,7 @@ from distgfn.metrics import MetricsLog, drop_rows_after, mean, print_progress
 from distgfn.rewards import FailureWindow, RewardError, report_failures
 from distgfn.rewards.cache import RewardCache
 from distgfn.rollout import RolloutWorker
+from distgfn.signals import deferred_stops, stop_requested
 
 
 def seed_everything(seed: int) -> None:
@@ -39,26 +40,9 @@ def train(cfg: Config, run_dir: Path, progress=print_progress, resume: bool = Fa
         run.restore()
     log = MetricsLog(run_dir / "metrics.jsonl")
     failures = FailureWindow(cfg.reward.max_failure_rate, cfg.reward.failure_window)
-    losses = []
     try:
-        while learner.step < cfg.learner.steps:
-            if not shared:
-                worker.set_weights(*learner.weights())
-            rollout = worker.sample()
-            run.trajectories += len(rollout.objects)
-            sampled = Sampled.of(rollout)
-            evaluator.observe(sampled, learner.step)
-            report_failures(sampled, learner.env, failures)
-            if rollout.batch is None:  # every reward in the batch failed: nothing to train on
-                continue
-            losses.append(learner.update(rollout.batch))
-            if learner.step % cfg.log.every == 0 or learner.step == cfg.learner.steps:
-                row = metrics_row(cfg, learner, evaluator, clock, run.trajectories, losses, cache)
-                log.write(row)
-                progress(row, cfg.learner.steps)
-                losses = []
-                if cfg.checkpoint.every and learner.step % cfg.checkpoint.every == 0:
-                    run.save()
+        with deferred_stops():
+            run.steps(log, failures, progress)
     except KeyboardInterrupt:
         print("distgfn: interrupted; saving a checkpoint and the model, then stopping", file=sys.stderr)
     except RewardError:
@@ -83,6 +67,33 @@ class SerialRun:
         self.cache = cache
         self.trajectories = 0
         self.root = checkpoint.root_for(cfg, run_dir)
+
+    def steps(self, log, failures, progress) -> None:
+        """The loop: sample a batch, train on it, log a row every log.every updates. A stop asked
+        for by Ctrl-C or SIGTERM takes effect between two steps."""
+        cfg, learner, worker, cache = self.cfg, self.learner, self.worker, self.cache
+        shared = worker.model is learner.model
+        losses = []
+        while learner.step < cfg.learner.steps:
+            if stop_requested():
+                raise KeyboardInterrupt("stop requested")
+            if not shared:
+                worker.set_weights(*learner.weights())
+            rollout = worker.sample()
+            self.trajectories += len(rollout.objects)
+            sampled = Sampled.of(rollout)
+            self.evaluator.observe(sampled, learner.step)
+            report_failures(sampled, learner.env, failures)
+            if rollout.batch is None:  # every reward in the batch failed: nothing to train on
+                continue
+            losses.append(learner.update(rollout.batch))
+            if learner.step % cfg.log.every == 0 or learner.step == cfg.learner.steps:
+                row = metrics_row(cfg, learner, self.evaluator, self.clock, self.trajectories, losses, cache)
+                log.write(row)
+                progress(row, cfg.learner.steps)
+                losses = []
+                if cfg.checkpoint.every and learner.step % cfg.checkpoint.every == 0:
+                    self.save()
 
     def save(self) -> None:
         run = {"worker_rng": self.worker.rng.bit_generator.state, "trajectories": self.trajectories,
