@@ -604,12 +604,12 @@ class Interval:
         self.start = time.perf_counter()
         self.first_step = self.step = step
         self.replay = replay or {"inserted": 0, "sampled": 0}
-        self.trajectories = self.record_bytes = self.records = self.lost_calls = 0
+        self.failed = self.record_bytes = self.records = self.lost_calls = 0
         self.losses, self.lag_means, self.reward_s = [], [], []
         self.lag_min, self.lag_max, self.learner_wait_s, self.sample_s = math.inf, -math.inf, 0.0, 0.0
 
     def add_batch(self, r: dict) -> None:
-        self.trajectories += len(r["sampled"].objects) if r["sampled"] is not None else 0
+        self.failed += sum(e is not None for e in r["sampled"].errors) if r["sampled"] is not None else 0
         self.reward_s.extend(r["reward_s"])
         self.sample_s += r["sample_s"]
         self.record_bytes += r["record_bytes"]
@@ -630,7 +630,8 @@ class Interval:
         sampled = replay["sampled"] - self.replay["sampled"]
         return {
             "loss": mean(self.losses),
-            "traj_per_s": self.trajectories / dt,
+            # The table's own count (exact at each row), plus the objects whose reward failed.
+            "traj_per_s": (inserted + self.failed) / dt,
             "policy_lag_min": self.lag_min if self.losses else None,
             "policy_lag_mean": mean(self.lag_means),
             "policy_lag_max": self.lag_max if self.losses else None,
