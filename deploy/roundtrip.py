@@ -5,10 +5,11 @@
 1. `ray start --head` (its own temp dir and ports, so it never meets another cluster here);
 2. `ray job submit --working-dir .` of a short HyperGrid run; waits for it; checks its run
    directory and metrics;
-3. a longer run submitted with `--no-wait`, stopped with `ray job stop` once it has a
+3. `distgfn check` submitted as a job: passes, and refuses a GPU the cluster does not have;
+4. a longer run submitted with `--no-wait`, stopped with `ray job stop` once it has a
    checkpoint, then resubmitted with `distgfn train --resume`; checks that its metrics
    continue without gaps or duplicates;
-4. stops the cluster (every process it started).
+5. stops the cluster (every process it started).
 
 Prints each step and a final JSON line of figures (seconds from `ray start` to the first job's
 end, and the steps of the stop and resume). Exit status 0 when every check passed.
@@ -149,6 +150,21 @@ def check_rows(rows: list[dict], last: int, what: str) -> None:
         raise RoundTripError(f"{what}: metrics steps {steps}, expected {expected}")
 
 
+def checks_on_the_cluster(head: HeadNode) -> None:
+    """`distgfn check` as a job: it joins the cluster and compares what a config asks for with it."""
+    def check(*sets: str) -> subprocess.CompletedProcess:
+        args = ["job", "submit", "--address", head.address, "--working-dir", str(REPO), "--", sys.executable,
+                "-m", "distgfn", "check", "configs/hypergrid.yaml", *SMALL, *sets]
+        return ray_cli(args, timeout_s=300, check=False)
+
+    good, gpu = check(), check("--set", "learner.device=cuda:1")
+    if good.returncode != 0 or "on the Ray cluster at" not in good.stdout:
+        raise RoundTripError(f"distgfn check failed on the cluster:\n{good.stdout[-2000:]}{good.stderr[-1000:]}")
+    if gpu.returncode == 0 or "asks for GPU 1" not in gpu.stdout + gpu.stderr:
+        raise RoundTripError(f"distgfn check accepted learner.device=cuda:1 on a cluster without GPUs:\n{gpu.stdout[-2000:]}")
+    print("roundtrip: `distgfn check` passed on the cluster, and refused a GPU it does not have", flush=True)
+
+
 def first_job(head: HeadNode, work: Path, started: float) -> float:
     run1 = work / "job-1"
     print(f"roundtrip: submitting a 300-update job, run directory {run1}", flush=True)
@@ -195,6 +211,7 @@ def main() -> int:
         head.wait_ready(timeout_s=180)
         print(f"roundtrip: cluster up at {head.address} after {time.monotonic() - started:.1f} s", flush=True)
         figures = {"ray_start_to_first_job_done_s": round(first_job(head, work, started), 1)}
+        checks_on_the_cluster(head)
         figures.update(stopped_and_resumed(head, work))
     except (RoundTripError, subprocess.TimeoutExpired) as e:
         print(f"roundtrip: FAILED: {e}", file=sys.stderr)
