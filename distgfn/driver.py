@@ -211,7 +211,9 @@ class ControlLoop:
         self.num_actors, self.num_workers = cfg.actors.num, reward_workers(cfg)
         self.next_actor, self.first_step = cfg.actors.num, 0
         self.calls, self.retry, self.leaving, self.retiring = {}, {}, set(), []
-        self.last_scale_id, self.last_autoscale = None, time.monotonic()
+        # A request already in the run directory was for an earlier process of this run (a
+        # resumed run starts from the config's counts).
+        self.last_scale_id, self.last_autoscale = earlier_request_id(run_dir), time.monotonic()
         self.unavailable: dict = {}  # actor -> why its reward service was down, at its last report
         self.last_report: dict | None = None  # the report on_batch took last (None if its actor died)
         self.departed: dict[str, dict] = {}  # name -> lifetime totals of each actor scaled away
@@ -235,6 +237,7 @@ class ControlLoop:
         self.ray_metrics = RayMetrics(self.run_dir.resolve().name)
         self.next_actor = self.num_actors
         self.calls, self.retry, self.leaving, self.retiring = {}, {}, set(), []
+        self.unavailable = {}
         if saved:
             self.restore(*saved, resumed=resumed)
         else:
@@ -257,6 +260,7 @@ class ControlLoop:
             self.start_time = time.perf_counter() - driver["wall_s"]
         self.evaluator.restore(driver["evaluator"], self.step)
         drop_rows_after(self.run_dir / "metrics.jsonl", self.step)
+        self.log.restarted_at(self.step)
         verb = "resuming" if resumed else "continuing"
         print(f"distgfn: {verb} from the checkpoint at step {step} in {self.checkpoints}", file=sys.stderr)
 
@@ -372,10 +376,12 @@ class ControlLoop:
             self.call(actor)
         elif outcome == "restarting":
             self.retry[actor] = time.monotonic() + 0.5
-        elif actor._actor_id in self.leaving:
+        else:  # dead for good: the run goes on with the others
+            if actor._actor_id not in self.leaving:
+                self.num_actors -= 1
             self.remove_actor(actor)
-        elif not self.calls and not self.retry:
-            raise RuntimeError("every rollout actor died more than actors.max_restarts times")
+            if not self.calls and not self.retry:
+                raise RuntimeError("every rollout actor died more than actors.max_restarts times")
 
     def finish_training_calls(self, training: deque) -> None:
         """Takes the learner calls that return now that it is stopping, so that a row due at a
@@ -438,6 +444,8 @@ class ControlLoop:
             limit = self.cfg.actors.max_restarts
             print(f"distgfn: a rollout actor failed ({type(e).__name__}); failure {failures}", file=sys.stderr)
             return "restarting" if limit < 0 or failures <= limit else "dead"
+        if key in self.restarting and self.cfg.reward.mode == "pool":
+            actor.set_reward_workers.remote(self.roles.pool)  # Ray rebuilt it with the pool it was made with
         self.restarting.discard(key)
         self.unavailable[key] = result["unavailable"]
         if result["sampled"] is not None:
@@ -478,6 +486,7 @@ class ControlLoop:
         """Kills a leaving actor whose drain returned (or that died), saying what it contributed."""
         name = self.roles.actors.pop(actor)
         self.leaving.discard(actor._actor_id)
+        self.unavailable.pop(actor._actor_id, None)
         totals = self.last_report.get("totals") if self.last_report else None
         if totals:
             self.departed[name] = totals
@@ -583,6 +592,14 @@ class ControlLoop:
         replay = ray.get(self.replay.stats.remote(), timeout=10)
         return (f"no batch sampled and no learner update for {self.cfg.ray.progress_timeout_s} s "
                 f"(ray.progress_timeout_s) at step {self.step}; replay table: {replay}")
+
+
+def earlier_request_id(run_dir: Path) -> str | None:
+    try:
+        request = control.read_request(run_dir)
+    except control.ControlError:
+        return None
+    return request["id"] if request else None
 
 
 def wants_more_workers(row: dict) -> bool:

@@ -25,6 +25,10 @@ class MetricsLog:
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"}
         self.events.scalars(row["step"], numbers)
 
+    def restarted_at(self, step: int) -> None:
+        """After a resume or recovery from a checkpoint at `step`: rows after it are redone."""
+        self.events.session_start(step + 1)
+
     def close(self) -> None:
         self.file.close()
         self.events.close()

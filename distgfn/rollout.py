@@ -51,9 +51,8 @@ class RolloutWorker:
         self.cfg = cfg
         self.env = make_env(cfg)
         self.pool = PooledReward(pool, cfg.reward.deadline_s) if pool is not None else None
-        self.reward = self.pool or make_reward(cfg, self.env)
-        if cache is not None:
-            self.reward = CachedReward(self.reward, cache, self.env.keys)
+        self.waiting = WaitingReward(self.pool or make_reward(cfg, self.env), cfg.reward.unavailable_wait_s)
+        self.reward = CachedReward(self.waiting, cache, self.env.keys) if cache is not None else self.waiting
         self.model = model if model is not None else make_model(cfg.model, self.env)
         self.policy = torch_policy(self.model, self.env.n_actions)
         self.with_parents = OBJECTIVES[cfg.objective.name].NEEDS_PARENTS
@@ -61,7 +60,6 @@ class RolloutWorker:
         # -1 until weights are set: a worker's own random initialization is no published policy.
         self.version = -1 if model is None else 0
         self.reward_calls = ThreadPoolExecutor(threads, thread_name_prefix="reward") if threads else None
-        self.unavailable: str | None = None  # why the reward service is down, while it is
 
     def set_weights(self, version: int, weights, share: bool = False) -> None:
         """share=True uses the arrays in place (see models.share_weights) instead of copying."""
@@ -94,26 +92,44 @@ class RolloutWorker:
         return Rollout(batch, final, log_r, scores, begun.version, reward_s, sample_s)
 
     def score(self, final: np.ndarray):
-        """(beta * log R, scores, seconds), waiting out a reward service that is unavailable for up
-        to reward.unavailable_wait_s, saying so on stderr."""
-        start, wait_s = time.perf_counter(), 1.0
+        """(beta * log R, scores, seconds the reward took)."""
+        start = time.perf_counter()
+        log_r, scores = score_objects(self.reward, final, self.env.keys, self.cfg.reward.beta)
+        return log_r, scores, time.perf_counter() - start
+
+    @property
+    def unavailable(self) -> str | None:
+        """Why the reward service is down, while it is."""
+        return self.waiting.unavailable
+
+
+class WaitingReward:
+    """A reward that waits out its service being unavailable for up to `wait_s`, retrying with
+    backoff and saying so on stderr. Inside the cache, so a retry asks the cache nothing again."""
+
+    def __init__(self, reward, wait_s: float):
+        self.reward, self.wait_s = reward, wait_s
+        self.unavailable: str | None = None
+
+    def __call__(self, states: np.ndarray):
+        start, pause = time.perf_counter(), 1.0
         while True:
             try:
-                log_r, scores = score_objects(self.reward, final, self.env.keys, self.cfg.reward.beta)
+                out = self.reward(states)
                 break
             except RewardUnavailable as e:
                 waited = time.perf_counter() - start
-                if waited > self.cfg.reward.unavailable_wait_s:
+                if waited > self.wait_s:
                     raise RewardUnavailable(f"{e}; gave up after {waited:.0f} s (reward.unavailable_wait_s)") from None
                 if self.unavailable is None:
                     print(f"distgfn: reward service unavailable, waiting for it: {e}", file=sys.stderr, flush=True)
                 self.unavailable = str(e)
-                time.sleep(wait_s)  # a retry's backoff, not synchronization
-                wait_s = min(2 * wait_s, 10.0)
+                time.sleep(pause)  # a retry's backoff, not synchronization
+                pause = min(2 * pause, 10.0)
         if self.unavailable is not None:
             print(f"distgfn: reward service back after {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
             self.unavailable = None
-        return log_r, scores, time.perf_counter() - start
+        return out
 
 
 def encode_records(rollout: Rollout, prefix: str) -> list[bytes]:

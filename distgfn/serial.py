@@ -39,6 +39,8 @@ def train(cfg: Config, run_dir: Path, progress=print_progress, resume: bool = Fa
     if resume:
         run.restore()
     log = MetricsLog(run_dir / "metrics.jsonl")
+    if resume:
+        log.restarted_at(learner.step)
     failures = FailureWindow(cfg.reward.max_failure_rate, cfg.reward.failure_window)
     try:
         with deferred_stops():

@@ -9,7 +9,9 @@ An event file is a sequence of TFRecords (length, masked CRC-32C of the length, 
 CRC-32C of the data), each holding one `Event` protocol buffer. Only the few fields scalars
 need are written, encoded by hand:
 
-    Event   { double wall_time = 1; int64 step = 2; string file_version = 3; Summary summary = 5; }
+    Event   { double wall_time = 1; int64 step = 2; string file_version = 3; Summary summary = 5;
+              SessionLog session_log = 7; }
+    SessionLog { enum Status { START = 1; ... } status = 1; }
     Summary { repeated Value value = 1; }
     Value   { string tag = 1; float simple_value = 2; }
 """
@@ -96,6 +98,12 @@ class EventWriter:
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         self.file.write(record(event(step, values=values)))
+        self.file.flush()
+
+    def session_start(self, step: int) -> None:
+        """Marks a restart at `step`: TensorBoard drops the events at this step and after it that
+        an earlier process wrote (a resumed run redoes them)."""
+        self.file.write(record(event(step) + length_delimited(7, field(1, 0, varint(1)))))  # SessionLog START
         self.file.flush()
 
     def close(self) -> None:

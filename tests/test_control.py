@@ -52,3 +52,15 @@ def test_a_request_nobody_answers_times_out_with_a_clear_error(run_dir, capsys):
     assert cli.main(["scale", str(run_dir), "--actors", "2", "--timeout", "0.5"]) == 2
     assert "did not answer the scale request within 0.5 s; is it running?" in capsys.readouterr().err
     assert json.loads((run_dir / "control" / "scale.json").read_text())["actors"] == 2
+
+
+def test_a_resumed_run_does_not_apply_a_request_made_to_its_earlier_process(run_dir):
+    from distgfn.config import load_config
+    from distgfn.driver import ControlLoop
+
+    request_id = control.request_scale(run_dir, actors=8)
+    loop = ControlLoop(load_config(None, []), run_dir)
+    try:
+        assert loop.last_scale_id == request_id and loop.num_actors == 2
+    finally:
+        loop.log.close()

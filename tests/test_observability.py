@@ -123,3 +123,21 @@ def test_a_ray_run_exports_its_figures_as_ray_metrics(ray_cluster, tmp_path):
         time.sleep(1.0)
     assert float(steps[0].rsplit(" ", 1)[1]) == 100.0
     assert any(line.startswith("ray_distgfn_traj_per_s{") and wanted in line for line in text.splitlines())
+
+
+def test_tensorboard_drops_the_rows_a_resumed_run_redoes(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from distgfn.metrics import MetricsLog
+
+    first = MetricsLog(tmp_path / "metrics.jsonl")
+    for step in (50, 100, 150):
+        first.write({"step": step, "loss": float(step)})
+    first.close()
+    resumed = MetricsLog(tmp_path / "metrics.jsonl")  # resumed from a checkpoint at step 100
+    resumed.restarted_at(100)
+    resumed.write({"step": 150, "loss": -1.0})
+    resumed.close()
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("loss")] == [(50, 50.0), (100, 100.0), (150, -1.0)]

@@ -7,8 +7,8 @@ Each call splits its batch into one chunk per worker (fewer if the batch is smal
 starting at a rotating worker so small batches spread. A rollout actor makes at most
 reward.in_flight calls at once, so each worker has at most that many chunks queued from
 each rollout actor. A chunk whose worker died is scored again on another worker; when none
-is left the call fails with RewardServiceError. A chunk not scored within `deadline_s` fails
-its objects.
+is left the call fails with RewardServiceError. Chunks not scored within `deadline_s` of the
+call fail their objects and are cancelled.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ class PooledReward:
             self.workers = list(workers)
 
     def __call__(self, states: np.ndarray) -> Scores:
+        import ray
+
         with self.lock:
             workers, first = list(self.workers), next(self.turns)
         if not workers:
@@ -40,21 +42,31 @@ class PooledReward:
         chunks = [c for c in np.array_split(np.arange(len(states)), len(workers)) if len(c)]
         order = [workers[(first + i) % len(workers)] for i in range(len(workers))]
         refs = [w.score.remote(states[c]) for w, c in zip(order, chunks)]
-        parts = [self.result(ref, states[c], order, i) for i, (ref, c) in enumerate(zip(refs, chunks))]
+        # One deadline for the whole call, from now; chunks past it fail and are cancelled, so
+        # they do not stay queued on their workers.
+        done, late = ray.wait(refs, num_returns=len(refs), timeout=self.deadline_s)
+        for ref in late:
+            ray.cancel(ref)
+        parts = [self.result(ref, states[c], order, i) if ref not in late else self.timed_out(len(c))
+                 for i, (ref, c) in enumerate(zip(refs, chunks))]
         return Scores(np.concatenate([p.reward for p in parts]), np.concatenate([p.raw for p in parts]),
                       [e for p in parts for e in p.errors])
 
+    def timed_out(self, n: int) -> Scores:
+        error = f"reward worker did not answer within {self.deadline_s:g} s (reward.deadline_s)"
+        return Scores(np.full(n, np.nan), np.full(n, np.nan), [error] * n)
+
     def result(self, ref, states: np.ndarray, order: list, i: int) -> Scores:
-        """The chunk's scores; if its worker died, scored on the next workers in turn. A chunk not
-        scored within deadline_s fails (the worker may still be busy with it)."""
+        """A finished chunk's scores; if its worker died, scored on the next workers in turn
+        (each retry with the deadline of its own)."""
         import ray
 
         for attempt in range(len(order)):
             try:
                 return ray.get(ref, timeout=self.deadline_s)
             except ray.exceptions.GetTimeoutError:
-                error = f"reward worker did not answer within {self.deadline_s:g} s (reward.deadline_s)"
-                return Scores(np.full(len(states), np.nan), np.full(len(states), np.nan), [error] * len(states))
+                ray.cancel(ref)
+                return self.timed_out(len(states))
             except ray.exceptions.RayActorError as e:
                 last = e
                 if attempt + 1 < len(order):
