@@ -205,3 +205,19 @@ def test_a_pool_chunk_not_scored_within_the_deadline_fails_its_objects(ray_clust
     assert scores.errors == ["reward worker did not answer within 0.3 s (reward.deadline_s)"] * 3
     assert np.isnan(scores.reward).all()
     ray_cluster.kill(worker)
+
+
+def test_an_actor_dead_past_its_restarts_leaves_the_fleet_and_the_run_goes_on(ray_cluster, tmp_path):
+    cfg = load_config(None, ["actors.num=2", "actors.max_restarts=0", "learner.steps=200", "log.every=50",
+                             "eval.every=0", "replay.min_size=16", "actors.report_every_s=0.2"])
+
+    def kill_one_at_50(row, total):
+        if row["step"] == 50:
+            ray_cluster.kill(job.loop.actors[0])  # no restart left: dead for good
+
+    job = Background(cfg, tmp_path, progress=kill_one_at_50)
+    job.thread.start()
+    job.join(180)
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [50, 100, 150, 200]
+    assert rows[0]["actors"] == 2 and rows[-1]["actors"] == 1 and rows[-1]["actor_failures"] == 1
