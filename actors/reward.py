@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import ray
 import torch
 
@@ -20,22 +18,11 @@ class RewardActor:
         from distgfn.rewards import make_reward
 
         self.reward = make_reward(cfg, make_env(cfg))
-        self.totals = {"calls": 0, "objects": 0, "busy_s": 0.0}
 
     def score(self, states):
         from distgfn.rewards import call_reward
 
-        start = time.perf_counter()
-        try:
-            return call_reward(self.reward, states)
-        finally:
-            self.totals["calls"] += 1
-            self.totals["objects"] += len(states)
-            self.totals["busy_s"] += time.perf_counter() - start
-
-    def stats(self) -> dict:
-        """Calls, objects and seconds spent scoring so far (busy_s / wall time: utilization)."""
-        return dict(self.totals)
+        return call_reward(self.reward, states)
 
     def ready(self) -> bool:
         """Returns once every call queued before it has run (callers use it to let a worker finish)."""

@@ -126,8 +126,10 @@ def read_rows(run_dir: Path) -> list[dict]:
 
 
 def newest_checkpoint(run_dir: Path) -> int | None:
-    steps = [int(p.parent.name.split("-")[1]) for p in (run_dir / "checkpoints").glob("step-*/MANIFEST.json")]
-    return max(steps) if steps else None
+    from distgfn import checkpoint
+
+    names = checkpoint.complete_checkpoints(run_dir / "checkpoints")
+    return checkpoint.step_of(names[-1]) if names else None
 
 
 def wait_for(what: str, test, timeout_s: float, poll_s: float = 0.5):

@@ -169,6 +169,11 @@ def read(store, name: str) -> tuple[int, dict[str, bytes]]:
     return int(manifest["step"]), files
 
 
+def step_of(name: str) -> int:
+    """The step a checkpoint directory is named for ("step-000000000500" -> 500)."""
+    return int(name.removeprefix("step-"))
+
+
 def complete_checkpoints(root) -> list[str]:
     """Names of the checkpoints under root that have a manifest, oldest first."""
     store = store_for(root)

@@ -57,7 +57,7 @@ def checkpoints(cfg, run_dir: Path) -> dict:
         names = checkpoint.complete_checkpoints(root)
     except (OSError, checkpoint.CheckpointError) as e:
         return {"root": root, "error": f"{type(e).__name__}: {e}"}
-    return {"root": root, "complete": len(names), "newest_step": int(names[-1].split("-")[1]) if names else None}
+    return {"root": root, "complete": len(names), "newest_step": checkpoint.step_of(names[-1]) if names else None}
 
 
 def read_json(path: Path):

@@ -41,6 +41,11 @@ class Scores:
     raw: np.ndarray  # (n,) the oracle's own output (the proxy value, a docking score)
     errors: list  # why each failed object failed; None where it scored
 
+    @classmethod
+    def all_failed(cls, n: int, error: str) -> "Scores":
+        """n objects that all failed for the same reason."""
+        return cls(np.full(n, np.nan), np.full(n, np.nan), [error] * n)
+
     @property
     def failed(self) -> np.ndarray:
         return np.array([e is not None for e in self.errors], dtype=bool)
@@ -75,7 +80,7 @@ def call_reward(reward: Reward, states: np.ndarray) -> Scores:
         raise
     except Exception as e:  # a user's reward may raise anything on some inputs: find which, record why
         if len(states) == 1:
-            return Scores(np.array([np.nan]), np.array([np.nan]), [f"reward raised {type(e).__name__}: {e}"])
+            return Scores.all_failed(1, f"reward raised {type(e).__name__}: {e}")
         parts = [call_reward(reward, states[i : i + 1]) for i in range(len(states))]
         return Scores(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("reward", "raw")),
                       [e for p in parts for e in p.errors])

@@ -53,8 +53,7 @@ class PooledReward:
                       [e for p in parts for e in p.errors])
 
     def timed_out(self, n: int) -> Scores:
-        error = f"reward worker did not answer within {self.deadline_s:g} s (reward.deadline_s)"
-        return Scores(np.full(n, np.nan), np.full(n, np.nan), [error] * n)
+        return Scores.all_failed(n, f"reward worker did not answer within {self.deadline_s:g} s (reward.deadline_s)")
 
     def result(self, ref, states: np.ndarray, order: list, i: int) -> Scores:
         """A finished chunk's scores; if its worker died, scored on the next workers in turn

@@ -40,7 +40,7 @@ class OracleReward:
         try:
             return score_keys(self.oracle, self.transform, keys)
         except OracleDeadline as e:
-            return Scores(np.full(len(keys), np.nan), np.full(len(keys), np.nan), [str(e)] * len(keys))
+            return Scores.all_failed(len(keys), str(e))
         except OracleRaised as e:
             raise ObjectsRaised(str(e)) from None
 
