@@ -34,10 +34,12 @@ class ReplayActor:
     def latest(self) -> tuple[int, list]:
         return self.weights
 
-    def insert(self, blobs: list[bytes], timeout_s: float) -> dict:
+    @ray.method(enable_task_events=False)  # hundreds a second: keep them out of Ray's task history
+    def insert(self, blobs: list[bytes], timeout_s: float, held_version: int = -1) -> dict:
         """Inserts the records all or none, waiting up to timeout_s for the rate limiter;
         corrupt records are rejected and reported, never inserted. Returns {"taken" (all or 0),
-        "rejected", "errors"} and the newest published weights."""
+        "rejected", "errors"}, the newest published version and its weights when they are
+        newer than `held_version` (else None: a reference passed around costs Ray bookkeeping)."""
         records, errors = [], []
         for blob in blobs:
             try:
@@ -55,7 +57,8 @@ class ReplayActor:
 
         self._until(insert_all, timeout_s)
         version, weights = self.weights
-        return {"taken": taken, "rejected": len(errors), "errors": errors[:3], "version": version, "weights": weights}
+        return {"taken": taken, "rejected": len(errors), "errors": errors[:3], "version": version,
+                "weights": weights if version > held_version else None}
 
     def sample(self, n: int, min_version: int | None, timeout_s: float):
         """[(version, blob)] * n, or None if sampling stayed blocked for timeout_s."""

@@ -42,8 +42,9 @@ class RolloutActor:
         """Samples for `seconds` (at most max_batches batches) and sends the records to the
         replay table; returns what it sampled. Up to reward.in_flight batches wait on their
         rewards while the next is sampled (one with inline rewards, computed at once). A batch
-        begins once the previous insert is acknowledged (a rate-limited insert makes it wait),
-        and the acknowledgement brings the newest weights, adopted at once. Reporting by time keeps the
+        is sampled while the previous one's insert is in flight, and sent once that insert is
+        acknowledged (a rate-limited insert makes the actor wait, one batch ahead at most); the
+        acknowledgement brings the newest weights, adopted at once. Reporting by time keeps the
         driver's calls few whether a batch takes milliseconds or minutes; a report may hold no
         batch when rewards are slow or their service is down."""
         if self.worker.version < 0:
@@ -52,7 +53,6 @@ class RolloutActor:
         end = time.perf_counter() + seconds
         while len(stats["versions"]) != max_batches:
             while len(self.begun) < self.in_flight:
-                stats["insert_wait_s"] += self.flush()  # so the batch begins with the newest weights
                 self.begun.append(self.worker.begin())
             if not wait([self.begun[0].scored], timeout=max(end - time.perf_counter(), 0)).done:
                 break
@@ -81,7 +81,7 @@ class RolloutActor:
         records = encode_records(rollout, f"{self.prefix}-{self.batches}")
         self.batches += 1
         if records:  # none when every reward in the batch failed
-            self.pending = (records, self.replay.insert.remote(records, timeout_s=1.0))
+            self.pending = (records, self.insert(records))
         stats["sample_s"] += rollout.sample_s + time.perf_counter() - start
         stats["sampled"].append(Sampled.of(rollout))
         stats["versions"].append(rollout.version)
@@ -116,9 +116,12 @@ class RolloutActor:
                 return time.perf_counter() - start
             if time.monotonic() > deadline:
                 raise TimeoutError(f"replay took no records for {self.insert_timeout_s} s; {len(records)} waiting")
-            ref = self.replay.insert.remote(records, timeout_s=1.0)
+            ref = self.insert(records)
 
-    def adopt(self, version: int, weights: list) -> int:
+    def insert(self, records: list[bytes]):
+        return self.replay.insert.remote(records, timeout_s=1.0, held_version=self.worker.version)
+
+    def adopt(self, version: int, weights: list | None) -> int:
         """Loads the weights if `version` is newer than the policy held; returns the version held."""
         if version > self.worker.version:
             # Zero-copy: the policy reads the arrays in Ray's shared-memory object store.

@@ -62,10 +62,17 @@ def scaling(counts=(1, 2, 4, 8, 16), seconds: float = 10.0, objective: str = "fm
 
 
 def print_scaling(cfg, counts, seconds: float) -> None:
-    """For each count of actors: their throughput, against that count times one actor's."""
+    """For each count of actors: their throughput, against that count times one actor's. As in
+    a run, the actors sample with one published version of the weights (one shared copy in
+    the object store, not a private model each)."""
+    from distgfn.envs import make_env
+    from distgfn.models import get_weights, make_model
+
+    weights = ray.put(get_weights(make_model(cfg.model, make_env(cfg))))
     base = None
     for n in counts:
         replay = make_replay()
+        ray.get(replay.publish.remote(0, [weights]))
         actors = make_actors(cfg, n, replay)
         rate = sample_for(actors, replay, seconds)
         base = base or rate

@@ -40,6 +40,25 @@ class GridMLP(nn.Module):
         h = self.embed(coords + self.offsets).sum(dim=1) + self.bias
         return self.body(h)
 
+    def numpy_policy(self, n_actions: int):
+        """forward() in numpy, for sampling on CPU: at batch 16 a step costs ~50 us against
+        torch's ~120 us (op dispatch, not arithmetic, dominates such small inputs). It reads the
+        parameters' own memory, so in-place updates (an optimizer step, load_state_dict) show;
+        tensors replaced by share_weights need a new policy."""
+        embed, bias = self.embed.weight.detach().numpy(), self.bias.detach().numpy()
+        offsets = self.offsets.numpy()
+        layers = [(m.weight.detach().numpy().T, m.bias.detach().numpy()) for m in self.body if isinstance(m, nn.Linear)]
+        slope = self.body[0].negative_slope
+
+        def policy(coords: np.ndarray) -> np.ndarray:
+            h = embed[coords + offsets].sum(axis=1) + bias
+            for weight_t, b in layers:
+                h = np.maximum(h, slope * h)  # LeakyReLU, 0 <= slope < 1
+                h = h @ weight_t + b
+            return h[:, :n_actions]
+
+        return policy
+
 
 def make_model(cfg: ModelConfig, env) -> nn.Module:
     """GridMLP for HyperGrid; FragmentGNN (message passing over the fragment tree) for molecules."""

@@ -17,7 +17,7 @@ from distgfn.objectives import OBJECTIVES
 from distgfn.rewards import RewardUnavailable, Scores, make_reward, score_objects
 from distgfn.rewards.cache import CachedReward
 from distgfn.rewards.pool import PooledReward
-from distgfn.sampling import sample_trajectories, torch_policy
+from distgfn.sampling import make_policy, sample_trajectories
 
 
 @dataclass
@@ -54,7 +54,7 @@ class RolloutWorker:
         self.waiting = WaitingReward(self.pool or make_reward(cfg, self.env), cfg.reward.unavailable_wait_s)
         self.reward = CachedReward(self.waiting, cache, self.env.keys) if cache is not None else self.waiting
         self.model = model if model is not None else make_model(cfg.model, self.env)
-        self.policy = torch_policy(self.model, self.env.n_actions)
+        self.policy = make_policy(self.model, self.env.n_actions)
         self.with_parents = OBJECTIVES[cfg.objective.name].NEEDS_PARENTS
         self.rng = np.random.default_rng(seed)
         # -1 until weights are set: a worker's own random initialization is no published policy.
@@ -64,6 +64,7 @@ class RolloutWorker:
     def set_weights(self, version: int, weights, share: bool = False) -> None:
         """share=True uses the arrays in place (see models.share_weights) instead of copying."""
         (share_weights if share else set_weights)(self.model, weights)
+        self.policy = make_policy(self.model, self.env.n_actions)  # shared tensors are new arrays
         self.version = version
 
     def sample(self) -> Rollout:

@@ -81,6 +81,14 @@ def sample_trajectories(env, policy, n: int, rng, epsilon: float = 0.0, temperat
     return Trajectories(states, actions, (actions >= 0).sum(axis=1))
 
 
+def make_policy(model: torch.nn.Module, n_actions: int):
+    """The model's numpy forward where it has one (GridMLP), else its torch forward; the
+    model must be on the CPU."""
+    if hasattr(model, "numpy_policy"):
+        return model.numpy_policy(n_actions)
+    return torch_policy(model, n_actions)
+
+
 def torch_policy(model: torch.nn.Module, n_actions: int, device: torch.device = torch.device("cpu")):
     """Wraps a model as a numpy policy for `sample_trajectories`."""
 

@@ -96,15 +96,20 @@ def test_actors_adopt_published_versions_and_stale_records_are_dropped(ray_clust
     for p in model.parameters():
         p.data.zero_()
     ray.get(replay.publish.remote(7, [ray.put(get_weights(model))]))
-    result = ray.get(actor.run.remote(60.0, max_batches=2), timeout=60)
-    # The first batch still samples with 5; its insert acknowledgement brings 7 for the second.
-    assert result["versions"] == [5, 7] and ray.get(actor.version.remote()) == 7
+    result = ray.get(actor.run.remote(60.0, max_batches=3), timeout=60)
+    # The first two batches sample with 5 (the second while the first's insert is in flight);
+    # the first insert's acknowledgement brings 7 for the third.
+    assert result["versions"] == [5, 5, 7] and ray.get(actor.version.remote()) == 7
 
-    sampled = ray.get(replay.sample.remote(16 * 3, None, 5.0))
+    # An acknowledgement carries the weights only to an actor that lacks them.
+    assert ray.get(replay.insert.remote([], 1.0, held_version=7))["weights"] is None
+    assert ray.get(replay.insert.remote([], 1.0, held_version=5))["weights"] is not None
+
+    sampled = ray.get(replay.sample.remote(16 * 4, None, 5.0))
     assert {decode(b)["version"] for _, b in sampled} <= {5, 7} and {v for v, _ in sampled} <= {5, 7}
     assert ray.get(replay.sample.remote(1, 8, 0.05)) is None
     stats = ray.get(replay.stats.remote())
-    assert stats["dropped_stale"] == stats["inserted"] == 48 and stats["size"] == 0
+    assert stats["dropped_stale"] == stats["inserted"] == 64 and stats["size"] == 0
 
 
 def test_learner_asks_for_a_gpu_only_when_the_cluster_has_one(ray_cluster):

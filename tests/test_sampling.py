@@ -1,9 +1,12 @@
 """Action sampling: the dense path (narrow action spaces) and the sparse one (molecules) draw
-from the same distribution, never an invalid action."""
+from the same distribution, never an invalid action; the numpy policy rollouts use computes
+what the model does."""
 
 import numpy as np
 import pytest
+import torch
 
+from distgfn.models import get_weights, share_weights
 from distgfn.sampling import sample_actions
 
 
@@ -37,3 +40,46 @@ def test_a_state_without_valid_actions_is_an_error(width):
     masks[0, 3] = True
     with pytest.raises(ValueError, match="state 1 has no valid action"):
         sample_actions(np.zeros((2, width)), masks, np.random.default_rng(0))
+
+
+def grid_model(layers: int):
+    from distgfn.models import GridMLP
+
+    torch.manual_seed(0)
+    return GridMLP(ndim=3, height=5, n_actions=4, hidden=32, layers=layers)
+
+
+def torch_logits(model, coords):
+    with torch.no_grad():
+        return model(torch.from_numpy(coords))[:, :4].numpy()
+
+
+@pytest.mark.parametrize("layers", [1, 3])
+def test_numpy_policy_matches_the_model_through_training_and_new_weights(layers):
+    model = grid_model(layers)
+    coords = np.random.default_rng(0).integers(0, 5, (16, 3))
+    policy = model.numpy_policy(4)
+    np.testing.assert_allclose(policy(coords), torch_logits(model, coords), rtol=1e-5, atol=1e-6)
+    # An optimizer step updates the parameters in place: the same policy sees it.
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
+    model(torch.from_numpy(coords)).square().sum().backward()
+    optimizer.step()
+    np.testing.assert_allclose(policy(coords), torch_logits(model, coords), rtol=1e-5, atol=1e-6)
+    # Weights shared from elsewhere (a rollout actor's published copy) need a new policy.
+    other = grid_model(layers)
+    for p in other.parameters():
+        p.data.add_(1.0)
+    share_weights(model, get_weights(other))
+    np.testing.assert_allclose(model.numpy_policy(4)(coords), torch_logits(other, coords), rtol=1e-5, atol=1e-6)
+
+
+def test_rollout_worker_samples_with_the_weights_it_was_given():
+    from distgfn.config import load_config
+    from distgfn.rollout import RolloutWorker
+
+    cfg = load_config(None, ["env.ndim=2", "env.height=6", "model.hidden=16", "sampler.epsilon=0"])
+    worker = RolloutWorker(cfg, seed=0)
+    weights = get_weights(worker.model)
+    weights["body.3.bias"] = np.array([-50, -50, 50, 0], np.float32)  # the stop logit dominates
+    worker.set_weights(1, weights, share=True)
+    assert (worker.sample().objects[:, :-1] == 0).all()  # every trajectory stops at once
