@@ -8,6 +8,8 @@ Bytes that are truncated, corrupt or name a non-numeric dtype raise `WireError`.
 
 from __future__ import annotations
 
+import math
+
 import msgpack
 import numpy as np
 
@@ -39,25 +41,54 @@ def _pack_array(obj):
         return obj.item()
     if not isinstance(obj, np.ndarray):
         raise TypeError(f"cannot encode {type(obj).__name__}")
-    if obj.dtype.str not in DTYPES:
-        raise TypeError(f"cannot encode arrays of dtype {obj.dtype}")
-    header = msgpack.packb([obj.dtype.str, list(obj.shape)])
     # Payload: header length (1 byte), msgpack header [dtype, shape], raw little-endian data.
-    return msgpack.ExtType(NDARRAY, bytes([len(header)]) + header + np.ascontiguousarray(obj).tobytes())
+    return msgpack.ExtType(NDARRAY, _header_bytes(obj.dtype, obj.shape) + np.ascontiguousarray(obj).tobytes())
+
+
+def _header_bytes(dtype: np.dtype, shape: tuple) -> bytes:
+    key = (dtype.str, shape)
+    header = _PACKED.get(key)
+    if header is None:
+        if dtype.str not in DTYPES:
+            raise TypeError(f"cannot encode arrays of dtype {dtype}")
+        packed = msgpack.packb([dtype.str, list(shape)])
+        header = _remember(_PACKED, key, bytes([len(packed)]) + packed)
+    return header
 
 
 def _unpack_array(code: int, payload: bytes):
     if code != NDARRAY:
         raise WireError(f"unknown extension type {code}")
     end = 1 + payload[0] if payload else 0
-    try:
-        dtype, shape = msgpack.unpackb(payload[1:end], raw=False)
-    except (ValueError, TypeError, msgpack.UnpackException) as e:
-        raise WireError(f"bad array header: {e}") from None
-    if not isinstance(dtype, str) or dtype not in DTYPES or not isinstance(shape, list) or not all(type(n) is int and n >= 0 for n in shape):
-        raise WireError(f"bad array header {dtype!r} {shape!r}")
-    dtype = np.dtype(dtype)
-    size = dtype.itemsize * int(np.prod(shape))
+    dtype, shape, size = _read_header(payload[1:end])
     if len(payload) - end != size:
-        raise WireError(f"array of {dtype} {tuple(shape)} needs {size} bytes, got {len(payload) - end}")
+        raise WireError(f"array of {dtype} {shape} needs {size} bytes, got {len(payload) - end}")
     return np.frombuffer(payload, dtype=dtype, offset=end).reshape(shape)
+
+
+def _read_header(header: bytes) -> tuple[np.dtype, tuple, int]:
+    """(dtype, shape, data bytes) of a checked array header."""
+    parsed = _PARSED.get(header)
+    if parsed is None:
+        try:
+            dtype, shape = msgpack.unpackb(header, raw=False)
+        except (ValueError, TypeError, msgpack.UnpackException) as e:
+            raise WireError(f"bad array header: {e}") from None
+        if not isinstance(dtype, str) or dtype not in DTYPES or not isinstance(shape, list) or not all(type(n) is int and n >= 0 for n in shape):
+            raise WireError(f"bad array header {dtype!r} {shape!r}")
+        dtype = np.dtype(dtype)
+        parsed = _remember(_PARSED, header, (dtype, tuple(shape), dtype.itemsize * math.prod(shape)))
+    return parsed
+
+
+# Array headers repeat (records of one run share dtypes and most shapes): each distinct one
+# is built or checked once. Bounded; plain dict operations, safe across threads.
+_PACKED: dict = {}
+_PARSED: dict = {}
+
+
+def _remember(cache: dict, key, value):
+    if len(cache) >= 4096:
+        cache.clear()
+    cache[key] = value
+    return value

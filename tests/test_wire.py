@@ -45,3 +45,24 @@ def test_malicious_array_headers_are_rejected(header):
     data = msgpack.packb(msgpack.ExtType(1, bytes([len(head)]) + head + bytes(16)))
     with pytest.raises(WireError, match="bad array header"):
         decode(data)
+
+
+def test_a_shape_whose_size_overflows_int64_is_rejected():
+    import msgpack
+
+    head = msgpack.packb(["<i8", [2**62, 4]])  # 2**64 elements: int64 arithmetic would say 0 bytes
+    with pytest.raises(WireError, match="needs"):
+        decode(msgpack.packb(msgpack.ExtType(1, bytes([len(head)]) + head)))
+
+
+def test_repeated_headers_decode_alike_and_a_bad_one_stays_bad():
+    arrays = [np.arange(n, dtype=np.int16) for n in (3, 3, 5)]
+    for a in arrays * 2:
+        np.testing.assert_array_equal(decode(encode(a)), a)
+    import msgpack
+
+    head = msgpack.packb(["|O", [1]])
+    data = msgpack.packb(msgpack.ExtType(1, bytes([len(head)]) + head + bytes(8)))
+    for _ in range(2):
+        with pytest.raises(WireError, match="bad array header"):
+            decode(data)
