@@ -14,7 +14,7 @@ class RewardActor:
 
     def __init__(self, cfg):
         torch.set_num_threads(1)
-        from distgfn.envs import make_env
+        from distgfn.tasks import make_env
         from distgfn.rewards import make_reward
 
         self.reward = make_reward(cfg, make_env(cfg))

@@ -23,7 +23,7 @@ from distgfn.learning import Learner  # noqa: E402
 from distgfn.replay import ReplayTable, parse_record  # noqa: E402
 from distgfn.rollout import RolloutWorker, encode_records  # noqa: E402
 
-GRID4 = ["env.ndim=4", "env.height=8", "sampler.batch_size=16"]
+GRID4 = ["env.options.ndim=4", "env.options.height=8", "sampler.batch_size=16"]
 
 
 def main() -> None:
@@ -31,7 +31,7 @@ def main() -> None:
     p.add_argument("--records", type=int, default=100_000)
     n = p.parse_args().records
     torch.set_num_threads(1)
-    cfg = load_config(None, GRID4 + ["model.hidden=700", "model.layers=3"])
+    cfg = load_config(None, GRID4 + ["model.options.hidden=700", "model.options.layers=3"])
     learner = Learner(cfg)
     params = sum(x.numel() for x in learner.model.parameters())
     worker = RolloutWorker(load_config(None, GRID4), seed=0)

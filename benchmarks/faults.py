@@ -29,7 +29,7 @@ from distgfn import driver  # noqa: E402
 from distgfn.config import load_config  # noqa: E402
 from distgfn.metrics import read_metrics  # noqa: E402
 
-GRID4 = ["env.ndim=4", "env.height=8", "sampler.batch_size=16", "model.hidden=256", "model.layers=2"]
+GRID4 = ["env.options.ndim=4", "env.options.height=8", "sampler.batch_size=16", "model.options.hidden=256", "model.options.layers=2"]
 
 
 def kills(steps: int, every_s: float = 10.0) -> None:

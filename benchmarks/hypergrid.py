@@ -23,7 +23,7 @@ from distgfn import serial  # noqa: E402
 from distgfn.config import load_config  # noqa: E402
 from distgfn.metrics import read_metrics  # noqa: E402
 
-SETTINGS = ["env.ndim=4", "env.height=8", "sampler.batch_size=16", "model.hidden=256", "model.layers=2",
+SETTINGS = ["env.options.ndim=4", "env.options.height=8", "sampler.batch_size=16", "model.options.hidden=256", "model.options.layers=2",
             "learner.lr=0.001"]
 
 

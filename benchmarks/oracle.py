@@ -80,9 +80,9 @@ def main() -> None:
     keys = (smiles * (args.batch // len(smiles) + 1))[:args.batch]
     compare("trivial", Lengths(), keys, args.calls)
     if data:
-        from distgfn.rewards.molecules import make_oracle
+        from distgfn.tasks import make_oracle
 
-        oracle, _ = make_oracle(load_config(None, ["env.name=fragments", "reward.name=seh_proxy", f"data.dir={data}"]))
+        oracle = make_oracle(load_config(None, ["env.name=fragments", "reward.name=seh_proxy", f"data.dir={data}"]))
         compare("seh_proxy", oracle, keys, args.calls)
     else:
         print("seh_proxy  skipped: set DISTGFN_DATA_DIR or --data-dir to the sEH data")

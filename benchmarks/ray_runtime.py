@@ -27,7 +27,7 @@ import torch  # noqa: E402
 from distgfn.config import load_config  # noqa: E402
 from distgfn.metrics import read_metrics  # noqa: E402
 
-GRID4 = ["env.ndim=4", "env.height=8", "sampler.batch_size=16", "model.hidden=256", "model.layers=2"]
+GRID4 = ["env.options.ndim=4", "env.options.height=8", "sampler.batch_size=16", "model.options.hidden=256", "model.options.layers=2"]
 WORKER_ENV = {"env_vars": {"OMP_NUM_THREADS": "1"}}
 
 
@@ -65,10 +65,11 @@ def print_scaling(cfg, counts, seconds: float) -> None:
     """For each count of actors: their throughput, against that count times one actor's. As in
     a run, the actors sample with one published version of the weights (one shared copy in
     the object store, not a private model each)."""
-    from distgfn.envs import make_env
-    from distgfn.models import get_weights, make_model
+    from distgfn.tasks import make_env
+    from distgfn.models import get_weights
+    from distgfn.tasks import make_model
 
-    weights = ray.put(get_weights(make_model(cfg.model, make_env(cfg))))
+    weights = ray.put(get_weights(make_model(cfg, make_env(cfg))))
     base = None
     for n in counts:
         replay = make_replay()
@@ -105,11 +106,12 @@ def sample_for(actors, replay, seconds: float, report_s: float = 1.0, warmup_s: 
 
 def broadcast(counts=(1, 4, 16), rounds: int = 30) -> None:
     """Time from ray.put of a new version until every actor has loaded it."""
-    from distgfn.envs import make_env
-    from distgfn.models import get_weights, make_model
+    from distgfn.tasks import make_env
+    from distgfn.models import get_weights
+    from distgfn.tasks import make_model
 
-    cfg = load_config(None, GRID4 + ["model.hidden=700", "model.layers=3"])
-    model = make_model(cfg.model, make_env(cfg))
+    cfg = load_config(None, GRID4 + ["model.options.hidden=700", "model.options.layers=3"])
+    model = make_model(cfg, make_env(cfg))
     params = sum(p.numel() for p in model.parameters())
     start_ray(2)
     print(f"broadcast ({params / 1e6:.2f}M parameters, {4 * params / 1e6:.1f} MB float32, median of {rounds})")

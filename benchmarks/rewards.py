@@ -45,7 +45,7 @@ def serve_reward(args: list[str]) -> tuple[subprocess.Popen, str]:
 def oracle(counts=(1, 16), seconds: float = 20.0, latency_ms: float = 200.0) -> None:
     """HyperGrid ndim 4 (batches of 16), rewards from a served HyperGrid oracle that waits
     `latency_ms` per batch; one server process answering up to 64 calls at once."""
-    proc, address = serve_reward(["--reward", "hypergrid", "--concurrency", "64", "--set", "env.ndim=4",
+    proc, address = serve_reward(["--reward", "hypergrid", "--concurrency", "64", "--set", "env.options.ndim=4",
                                   "--set", f"reward.latency_ms={latency_ms}"])
     start_ray(2)
     try:
@@ -68,9 +68,9 @@ def vina(data_dir: str, workers=(1, 2), seconds: float = 120.0, max_evals: int =
     other: a deeper queue (in_flight) keeps both busy."""
     from actors.reward import RewardActor
 
-    cfg = load_config(None, ["env.name=fragments", "env.max_fragments=4", "reward.name=vina_seh", "reward.mode=pool",
-                             f"reward.max_evals={max_evals}", "reward.cache_size=0", f"reward.in_flight={in_flight}",
-                             "sampler.batch_size=2", f"data.dir={data_dir}", "model.hidden=128", "model.layers=3"])
+    cfg = load_config(None, ["env.name=fragments", "env.options.max_fragments=4", "reward.name=vina_seh", "reward.mode=pool",
+                             f"reward.options.max_evals={max_evals}", "reward.cache_size=0", f"reward.in_flight={in_flight}",
+                             "sampler.batch_size=2", f"data.dir={data_dir}", "model.options.hidden=128", "model.options.layers=3"])
     start_ray(2)
     print(f"Vina docking (max_evals {max_evals:,}), 1 rollout actor, batches of 2, reward.in_flight {in_flight}, "
           f"{seconds:.0f} s per point:")

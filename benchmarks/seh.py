@@ -59,7 +59,7 @@ def split(data_dir, batches: int = 30, batch_size: int = 16) -> None:
             for key, dt in zip(times, (t1 - t0, t3 - t2, t2 - t1, t4 - t3)):
                 times[key] += dt
             n += len(log_r)
-    print(f"time split, ms per molecule (batch {s.batch_size}, FM, model {cfg.model.hidden}x{cfg.model.layers}, "
+    print(f"time split, ms per molecule (batch {s.batch_size}, FM, model {cfg.model.options}, "
           f"{n} molecules, one core)")
     for key, total in times.items():
         print(f"  {key:10s} {1000 * total / n:7.2f}")

@@ -28,7 +28,9 @@ import numpy as np
 import torch
 
 from distgfn import wire
+from distgfn.core import PARENTS
 from distgfn.sampling import Trajectories
+from distgfn.tasks import has
 
 # Index fields and the count their values are offsets into, for stacking batches.
 INDEX_FIELDS = {"traj": "log_reward", "row": "feats", "parent_row": "feats", "parent_of": "row"}
@@ -42,7 +44,14 @@ def build_batch(env, trajs: Trajectories, log_reward: np.ndarray, with_parents: 
     states = trajs.states[keep]
     action = np.concatenate([trajs.actions, np.full((len(trajs.lengths), 1), -1)], axis=1)[keep]
     traj = np.nonzero(keep)[0]
-    parents, parent_action, parent_of = env.parents(states)
+    first = steps[np.nonzero(keep)[1]] == 0
+    if has(env, PARENTS):
+        parents, parent_action, parent_of = env.parents(states)
+        n_parents = np.bincount(parent_of, minlength=len(states))
+    elif with_parents:
+        raise ValueError("flow matching needs the env's parents, and it declares no 'parents' capability")
+    else:
+        n_parents = (~first).astype(np.int64)  # a tree: one parent each, P_B = 1
     featurized = [env.featurize(states)] + ([env.featurize(parents)] if with_parents else [])
     feats, rows = unique_rows(np.concatenate(featurized))
     batch = {
@@ -51,9 +60,9 @@ def build_batch(env, trajs: Trajectories, log_reward: np.ndarray, with_parents: 
         "row": rows[: len(states)],
         "action": action,
         "traj": traj,
-        "first": steps[np.nonzero(keep)[1]] == 0,
+        "first": first,
         "terminal": env.is_terminal(states),
-        "n_parents": np.bincount(parent_of, minlength=len(states)),
+        "n_parents": n_parents,
     }
     if not getattr(env, "masks_from_features", False):
         batch["masks"] = env.masks(states)

@@ -25,24 +25,27 @@ class CheckError(ConfigError):
 
 
 def check(cfg: Config, run_dir: str = "RUN_DIR") -> list[str]:
+    from distgfn import tasks
+
     lines = [f"config: valid ({cfg.objective.name} on {cfg.env.name}, reward {cfg.reward.name}, {cfg.runtime} runtime)"]
-    lines.append(check_reward(cfg))
+    task = tasks.build(cfg)
+    caps = ", ".join(sorted(tasks.capabilities(task.env))) or "none"
+    lines.append(f"env: {cfg.env.name} passed the consistency check (capabilities: {caps}); "
+                 f"model: {type(task.model).__name__}, {sum(p.numel() for p in task.model.parameters()):,} parameters")
+    lines.append(check_reward(cfg, task.env))
     lines.append(check_checkpoints(cfg, run_dir))
     lines += check_placement(cfg, cluster_resources(cfg))
     return lines
 
 
-def check_reward(cfg: Config) -> str:
-    from distgfn.envs import make_env
-
-    env = make_env(cfg)
+def check_reward(cfg: Config, env) -> str:
     if cfg.reward.mode == "remote":
         return check_oracles(cfg)
     from distgfn.rewards import make_reward, score_objects
 
     try:
         reward = make_reward(cfg, env)
-        states = random_objects(cfg, env, 4)
+        states = random_objects(env, 4)
         _, scores = score_objects(reward, states, env.keys, cfg.reward.beta)
     except Exception as e:  # any failure to build or call a reward is what this check reports
         raise CheckError(f"reward {cfg.reward.name!r} cannot be built or called: {type(e).__name__}: {e}") from None
@@ -50,13 +53,14 @@ def check_reward(cfg: Config) -> str:
     return f"reward: {cfg.reward.name} scored {ok} of {len(states)} random objects"
 
 
-def random_objects(cfg: Config, env, n: int) -> np.ndarray:
+def random_objects(env, n: int) -> np.ndarray:
     """n terminal states from uniformly random valid actions."""
-    from distgfn.models import make_model
-    from distgfn.sampling import sample_trajectories, torch_policy
+    from distgfn.sampling import sample_trajectories
 
-    policy = torch_policy(make_model(cfg.model, env), env.n_actions)  # epsilon 1: its output is ignored
-    return sample_trajectories(env, policy, n, np.random.default_rng(0), epsilon=1.0).final
+    def uniform(features):  # epsilon 1: the policy's output is ignored
+        return np.zeros((len(features), env.n_actions))
+
+    return sample_trajectories(env, uniform, n, np.random.default_rng(0), epsilon=1.0).final
 
 
 def check_oracles(cfg: Config) -> str:

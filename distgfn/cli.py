@@ -51,7 +51,8 @@ def parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("score", help="score objects, one per line (SMILES for molecules), with a reward")
     c.add_argument("file", type=Path, help="input file, one object per line ('-' for stdin)")
-    c.add_argument("--reward", required=True, help="reward.name: seh_proxy, vina_seh, qed, sa or hypergrid")
+    c.add_argument("--reward", required=True,
+                   help="reward.name: seh_proxy, vina_seh, qed, sa, hypergrid, or package.module:NAME")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     c.set_defaults(func=cmd_score)
 
@@ -103,13 +104,14 @@ class RunDirError(ValueError):
 
 
 def cmd_train(args) -> int:
-    from distgfn import driver, serial
+    from distgfn import driver, serial, tasks
 
     if (args.config is None) == (args.resume is None):
         raise RunDirError("give either CONFIG or --resume RUN_DIR")
     if args.resume:
         return resume(args)
     cfg = load_config(args.config, args.set)
+    tasks.build(cfg)  # a plugin that does not import or build, or an env that fails its check: exit 2 now
     run_dir = args.run_dir or Path("runs") / f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     if (run_dir / "metrics.jsonl").exists():
         raise RunDirError(f"{run_dir} already holds a run (metrics.jsonl); choose another --run-dir")
@@ -124,17 +126,27 @@ def cmd_train(args) -> int:
 
 def finish(cfg, run_dir: Path) -> None:
     print(f"distgfn: done; model in {run_dir / 'model.pt'}", file=sys.stderr)
-    if cfg.env.name == "fragments":
-        write_molecule_report(cfg, run_dir)
+    write_task_report(cfg, run_dir)
+
+
+def write_task_report(cfg, run_dir: Path) -> None:
+    """The report the env's evaluator writes, if it has one (molecules: best molecules)."""
+    from distgfn import tasks
+    from distgfn.evaluation import evaluator_class
+
+    report = evaluator_class(tasks.make_env(cfg)).report
+    if report is not None:
+        print(f"distgfn: {report(cfg, run_dir)}", file=sys.stderr)
 
 
 def resume(args) -> int:
-    from distgfn import driver, serial
+    from distgfn import driver, serial, tasks
     from distgfn.checkpoint import CheckpointError
 
     if not (args.resume / "config.yaml").exists():
         raise RunDirError(f"{args.resume / 'config.yaml'} not found; is {args.resume} a run directory?")
     cfg = load_config(args.resume / "config.yaml", args.set)
+    tasks.build(cfg)
     save_config(cfg, args.resume / "config.yaml")
     try:
         (serial if cfg.runtime == "serial" else driver).train(cfg, args.resume, resume=True)
@@ -172,55 +184,30 @@ def cmd_sample(args) -> int:
 
 
 def cmd_score(args) -> int:
-    """One JSON line per input line: {"x", "log_reward", "raw"}, or {"x", "error"} for a line
-    that cannot be scored; the other lines are still scored."""
-    grid = args.reward == "hypergrid"
-    cfg = load_config(None, [f"env.name={'hypergrid' if grid else 'fragments'}", f"reward.name={args.reward}", *args.set])
+    """One JSON line per input line (an object's key: SMILES for molecules, "x1,x2" for
+    HyperGrid): {"x", "log_reward", "raw"}, or {"x", "error"} for a line that cannot be
+    scored; the other lines are still scored."""
+    from distgfn import tasks
+    from distgfn.rewards.remote import BadAnswer, score_keys, served_oracle
+
+    cfg = load_config(None, [f"reward.name={args.reward}", *args.set])
+    oracle, transform = served_oracle(args.reward, args.set), tasks.to_reward(tasks.reward_factory(cfg))
     text = sys.stdin.read() if str(args.file) == "-" else read_input(args.file)
     items = [line.strip() for line in text.splitlines() if line.strip()]
-    score = score_cells(cfg) if grid else score_molecules(cfg)
     for start in range(0, len(items), 256):
         part = items[start : start + 256]
-        for x, (log_r, raw, error) in zip(part, score(part)):
-            row = {"x": x, "error": error} if error else {"x": x, "log_reward": log_r, "raw": raw}
+        try:
+            s = score_keys(oracle, transform, part)
+        except BadAnswer as e:
+            raise RewardError(f"reward {args.reward}: {e}") from None
+        with np.errstate(invalid="ignore", divide="ignore"):
+            log_r = cfg.reward.beta * np.log(s.reward)
+        for x, lr, raw, error in zip(part, log_r.tolist(), s.raw.tolist(), s.errors):
+            if error is None and not np.isfinite(lr):
+                error = f"reward is not positive and finite: R={float(np.exp(lr / cfg.reward.beta))!r}"
+            row = {"x": x, "error": error} if error else {"x": x, "log_reward": lr, "raw": raw}
             print(json.dumps(row), flush=True)
     return 0
-
-
-def score_molecules(cfg):
-    from distgfn.rewards.molecules import make_oracle
-    from distgfn.rewards.remote import score_keys
-
-    oracle, transform = make_oracle(cfg)
-
-    def score(smiles: list[str]):
-        s = score_keys(oracle, transform, smiles)
-        with np.errstate(invalid="ignore"):
-            log_r = cfg.reward.beta * np.log(s.reward)
-        return zip(log_r.tolist(), s.raw.tolist(), s.errors)
-
-    return score
-
-
-def score_cells(cfg):
-    """HyperGrid cells written as comma-separated coordinates, e.g. `1,6`."""
-    from distgfn.envs import make_env
-    from distgfn.rewards import make_reward
-
-    env = make_env(cfg)
-    reward = make_reward(cfg, env)
-
-    def one(line: str):
-        try:
-            x = [int(v) for v in line.split(",")]
-        except ValueError:
-            return None, None, f"not comma-separated integers: {line!r}"
-        if len(x) != env.ndim or not all(0 <= v < env.height for v in x):
-            return None, None, f"not a cell of the {env.ndim}-D grid of height {env.height}: {line!r}"
-        r = float(reward(np.array([x + [1]]))[0])
-        return cfg.reward.beta * float(np.log(r)), r, None
-
-    return lambda lines: [one(line) for line in lines]
 
 
 def read_input(path: Path) -> str:
@@ -296,18 +283,8 @@ def cmd_report(args) -> int:
 
     written = write_plots(args.run_dir, cfg)
     print(f"distgfn: plots in {', '.join(map(str, written))}", file=sys.stderr)
-    if cfg.env.name == "fragments":
-        write_molecule_report(cfg, args.run_dir)
+    write_task_report(cfg, args.run_dir)
     return 0
-
-
-def write_molecule_report(cfg, run_dir: Path) -> None:
-    """The PNG of the best molecules, the progress plot and the summary of a molecule run."""
-    from distgfn.chem.report import write_report
-
-    report = write_report(run_dir, cfg.eval.mode_reward, cfg.eval.mode_similarity)
-    print(f"distgfn: best molecules in {report.top_molecules}, progress in {report.progress}, "
-          f"summary in {report.summary}", file=sys.stderr)
 
 
 def cmd_data_fetch(args) -> int:

@@ -25,32 +25,26 @@ class ConfigError(ValueError):
 
 @dataclass
 class EnvConfig:
-    name: Literal["hypergrid", "fragments"] = "hypergrid"
-    # hypergrid: dimensions and side length.
-    ndim: int = 2
-    height: int = 8
-    # hypergrid: the original paper code ends an episode when any coordinate reaches height - 1.
-    terminate_at_edge: bool = False
-    # fragments: molecules of min_fragments..max_fragments of the paper's 105 blocks.
-    min_fragments: int = 2
-    max_fragments: int = 8
+    # A built-in (distgfn.tasks.ENVS: hypergrid, fragments) or an import path package.module:NAME.
+    name: str = "hypergrid"
+    # Keyword arguments of its constructor. hypergrid: ndim (2), height (8), terminate_at_edge
+    # (false: the paper's code ends an episode when a coordinate reaches height - 1); fragments:
+    # min_fragments (2), max_fragments (8) of the paper's 105 blocks.
+    options: dict = field(default_factory=dict)
 
 
 @dataclass
 class RewardConfig:
-    # hypergrid for env hypergrid; seh_proxy, vina_seh, qed or sa for env fragments; custom: a
-    # user's oracle served by `distgfn serve-reward --reward package.module:NAME` (mode remote).
-    name: Literal["hypergrid", "seh_proxy", "vina_seh", "qed", "sa", "custom"] = "hypergrid"
-    r0: float = 0.1
-    r1: float = 0.5
-    r2: float = 2.0
+    # A built-in (distgfn.tasks.REWARDS: hypergrid for env hypergrid; seh_proxy, vina_seh, qed,
+    # sa for env fragments; custom: R = a remote oracle's output) or package.module:NAME.
+    name: str = "hypergrid"
+    # Keyword arguments of its constructor. hypergrid: r0 (0.1), r1 (0.5), r2 (2.0); vina_seh:
+    # exhaustiveness (1) and max_evals (50000), Vina's search effort per molecule.
+    options: dict = field(default_factory=dict)
     # The policy is trained towards R(x) ** beta.
     beta: float = 1.0
     # Added wait per reward call, standing in for a remote oracle in benchmarks.
     latency_ms: float = 0.0
-    # vina_seh: Vina's search effort per molecule (see README: time against quality).
-    exhaustiveness: int = 1
-    max_evals: int = 50_000
     # The run stops when more than this fraction of the last failure_window objects failed
     # (the oracle reported an error, raised, or returned NaN, inf or R <= 0).
     max_failure_rate: float = 0.5
@@ -65,8 +59,8 @@ class RewardConfig:
     # next (so at most this many calls per reward worker from each rollout actor).
     in_flight: int = 2
     # Rewards memoized by key (canonical SMILES), shared by the run's actors, saved with
-    # checkpoints; least recently used evicted beyond this many keys. 0: off; null: 100000 for
-    # molecule rewards, off for hypergrid (cheaper to compute than to look up).
+    # checkpoints; least recently used evicted beyond this many keys. 0: off; null: the reward's
+    # own `cache_size` (100000 for the molecule rewards), else off (cheaper to compute than to look up).
     cache_size: Optional[int] = None
     addresses: str = ""
     # pool, remote: a call (a chunk, a batch) not answered within this fails its objects.
@@ -99,8 +93,11 @@ class ObjectiveConfig:
 
 @dataclass
 class ModelConfig:
-    hidden: int = 256
-    layers: int = 2
+    # mlp (over the env's feature_sizes), fragment_gnn, or package.module:NAME, built as
+    # NAME(env, **options); null: the env's default_model (mlp unless it declares another).
+    name: Optional[str] = None
+    # Keyword arguments: mlp and fragment_gnn take hidden (256) and layers (2).
+    options: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -231,17 +228,10 @@ class Config:
 
 # (key, test, what must hold) for values whose type alone does not make them valid.
 RANGES = [
-    ("env.ndim", lambda v: v >= 1, ">= 1"),
-    ("env.height", lambda v: v >= 2, ">= 2"),
-    ("reward.r0", lambda v: v > 0, "> 0 (every cell needs a positive reward)"),
-    ("reward.r1", lambda v: v >= 0, ">= 0"),
-    ("reward.r2", lambda v: v >= 0, ">= 0"),
     ("reward.beta", lambda v: v > 0, "> 0"),
     ("objective.eps", lambda v: v >= 0, ">= 0"),
     ("objective.leaf_coef", lambda v: v > 0, "> 0"),
     ("objective.logz_lr", lambda v: v > 0, "> 0"),
-    ("model.hidden", lambda v: v >= 1, ">= 1"),
-    ("model.layers", lambda v: v >= 1, ">= 1"),
     ("sampler.batch_size", lambda v: v >= 1, ">= 1"),
     ("sampler.epsilon", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("sampler.temperature", lambda v: v > 0, "> 0"),
@@ -250,7 +240,6 @@ RANGES = [
     ("learner.lr_final_ratio", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("learner.device", lambda v: v == "auto" or v == "cpu" or v.startswith("cuda"), "auto, cpu or cuda[:N]"),
     ("reward.latency_ms", lambda v: v >= 0, ">= 0"),
-    ("reward.exhaustiveness", lambda v: v >= 1, ">= 1"),
     ("reward.deadline_s", lambda v: v > 0, "> 0"),
     ("reward.max_failure_rate", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("reward.failure_window", lambda v: v >= 1, ">= 1"),
@@ -261,9 +250,6 @@ RANGES = [
     ("reward.unavailable_wait_s", lambda v: v >= 0, ">= 0"),
     ("actors.max_num", lambda v: v >= 1, ">= 1"),
     ("actors.autoscale_every_s", lambda v: v > 0, "> 0"),
-    ("reward.max_evals", lambda v: v >= 0, ">= 0 (0: Vina's own budget)"),
-    ("env.min_fragments", lambda v: v >= 1, ">= 1"),
-    ("env.max_fragments", lambda v: v >= 1, ">= 1"),
     ("eval.mode_similarity", lambda v: 0 < v <= 1, "in (0, 1]"),
     ("learner.cpus", lambda v: v >= 0, ">= 0"),
     ("learner.publish_every", lambda v: v >= 1, ">= 1"),
@@ -321,7 +307,7 @@ def from_dict(raw: dict) -> Config:
         value = get_key(cfg, key)
         if not ok(value):
             raise ConfigError(f"{key} must be {rule}; got {value!r}")
-    check_env_and_reward(cfg)
+    check_modes(cfg)
     if cfg.eval.every % cfg.log.every:
         raise ConfigError(f"eval.every ({cfg.eval.every}) must be a multiple of log.every ({cfg.log.every})")
     if cfg.checkpoint.every % cfg.log.every:
@@ -335,28 +321,24 @@ def from_dict(raw: dict) -> Config:
     return cfg
 
 
-def check_env_and_reward(cfg: Config) -> None:
-    molecule = cfg.reward.name != "hypergrid"
-    if cfg.reward.name != "custom" and molecule != (cfg.env.name == "fragments"):
-        raise ConfigError(f"reward.name {cfg.reward.name!r} does not score env.name {cfg.env.name!r} "
-                          f"(hypergrid goes with hypergrid; seh_proxy, vina_seh, qed and sa with fragments)")
+def check_modes(cfg: Config) -> None:
+    """Settings that contradict each other. Which env a reward scores is checked where the
+    reward is imported (tasks.check_pairing)."""
     if cfg.reward.mode == "remote" and not cfg.reward.addresses.strip():
         raise ConfigError("reward.mode remote needs reward.addresses (host:port,...) of `distgfn serve-reward` oracles")
-    if cfg.reward.name == "custom" and cfg.reward.mode != "remote":
-        raise ConfigError("reward.name custom is a user's oracle served by `distgfn serve-reward`; it needs reward.mode remote")
     if cfg.reward.mode == "pool" and cfg.runtime == "serial":
         raise ConfigError("reward.mode pool needs runtime ray (reward actors); use inline or remote with runtime serial")
     if cfg.actors.autoscale and cfg.actors.max_num < cfg.actors.num:
         raise ConfigError(f"actors.max_num ({cfg.actors.max_num}) < actors.num ({cfg.actors.num}) with actors.autoscale")
-    if cfg.env.min_fragments > cfg.env.max_fragments:
-        raise ConfigError(f"env.min_fragments ({cfg.env.min_fragments}) > env.max_fragments ({cfg.env.max_fragments})")
 
 
 def cache_size(cfg: Config) -> int:
-    """reward.cache_size, or by default 100,000 keys for molecule rewards and none for HyperGrid."""
+    """reward.cache_size, or by default the reward's declared `cache_size` (none if it declares none)."""
     if cfg.reward.cache_size is not None:
         return cfg.reward.cache_size
-    return 0 if cfg.reward.name == "hypergrid" else 100_000
+    from distgfn.tasks import reward_factory
+
+    return getattr(reward_factory(cfg), "cache_size", 0)
 
 
 def error_buffer(cfg: Config) -> float:
@@ -374,7 +356,8 @@ def build_section(cls, raw: Any, prefix: str):
     hints = typing.get_type_hints(cls)
     for key in raw:
         if key not in fields:
-            raise ConfigError(f"unknown key '{prefix}{key}' (known in {where}: {', '.join(fields)})")
+            hint = f"; the {where}'s own settings go under {where}.options" if "options" in fields else ""
+            raise ConfigError(f"unknown key '{prefix}{key}' (known in {where}: {', '.join(fields)}{hint})")
     values = {name: coerce(hints[name], raw[name], prefix + name) for name in fields if name in raw}
     return cls(**values)
 
@@ -392,11 +375,25 @@ def coerce(hint, value: Any, key: str):
         if value is None and type(None) in typing.get_args(hint):
             return None
         (hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
+    if hint is dict:
+        return check_options(value, key)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint is int and isinstance(value, bool) or not isinstance(value, hint):
         raise ConfigError(f"{key} must be {hint.__name__}; got {type(value).__name__} {value!r}")
     return value
+
+
+def check_options(value: Any, key: str) -> dict:
+    """A free mapping of keyword arguments (a plugin's options): names must be identifiers."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key} must be a mapping of option names to values; got {type(value).__name__} {value!r}")
+    for name in value:
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ConfigError(f"{key}: option name {name!r} is not a Python identifier")
+    return dict(value)
 
 
 def get_key(cfg: Config, key: str):

@@ -31,14 +31,14 @@ import ray
 
 from distgfn import checkpoint, control, wire
 from distgfn.config import Config, ConfigError, cache_size, config_text, error_buffer
-from distgfn.envs import make_env
 from distgfn.evaluation import make_evaluator
 from distgfn.learning import policy_log_probs
 from distgfn.metrics import MetricsLog, drop_rows_after, mean, print_progress
-from distgfn.models import make_model, set_weights
+from distgfn.models import set_weights
 from distgfn.ray_metrics import RayMetrics
 from distgfn.rewards import FailureWindow, RewardError, RewardServiceError, report_failures
 from distgfn.signals import deferred_stops, stop_requested
+from distgfn.tasks import make_env, make_model
 
 WORKER_ENV = {"env_vars": {"OMP_NUM_THREADS": "1"}}
 
@@ -199,7 +199,7 @@ class ControlLoop:
         self.roles: Roles | None = None
         self.log = MetricsLog(run_dir / "metrics.jsonl")
         self.env = make_env(cfg)
-        self.eval_model = make_model(cfg.model, self.env)
+        self.eval_model = make_model(cfg, self.env)
         self.evaluator = make_evaluator(cfg, self.env, run_dir)
         self.step = self.role_restarts = 0
         self.failures, self.restarting = {}, set()  # actor id -> deaths; actors being restarted

@@ -1,16 +1,21 @@
-"""Exact and empirical evaluation on enumerable grids.
+"""Exact and empirical evaluation of environments that can enumerate their states.
 
-`exact_distribution` computes the policy's terminal distribution P_policy(x) by dynamic
-programming over the DAG: cells are processed in order of their coordinate sum (every edge
-goes from level L to L + 1), with
+An env declaring the `enumerable` capability is expanded once from s0 with its own masks and
+step (`StateGraph`): every reachable state, every edge, and a topological order in waves.
+`exact_distribution` then computes the policy's terminal distribution P_policy(x) by dynamic
+programming over that DAG,
 
-    P(s') = sum over parents (s, a) of s' of P(s) * pi(a | s),    P(s_0) = 1,
+    P(s') = sum over edges (s, a) -> s' of P(s) * pi(a | s),    P(s_0) = 1,
 
-and P_policy(x) the same sum into the terminal state of x. No sampling noise.
+with P_policy(x) the probability of reaching x's terminal state (summed over terminal states
+with the same key). No sampling noise. Other envs get the metrics of their declared
+`evaluator`, or `EmpiricalEvaluator`'s.
 """
 
 from __future__ import annotations
 
+import sys
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,53 +45,132 @@ class Sampled:
 
 
 def make_evaluator(cfg, env, run_dir):
-    """GridEvaluator for HyperGrid; MoleculeEvaluator (molecules.jsonl, top-k, modes) for molecules."""
-    if cfg.env.name == "fragments":
-        from distgfn.chem.evaluation import MoleculeEvaluator
+    """ExactEvaluator for enumerable envs; else the env's declared evaluator class, built as
+    cls(cfg, env, run_dir); else EmpiricalEvaluator."""
+    cls = evaluator_class(env)
+    if cls is ExactEvaluator:
+        from distgfn.rewards import make_reward
 
-        return MoleculeEvaluator(env, run_dir, cfg.reward.beta, cfg.eval.mode_reward, cfg.eval.mode_similarity)
-    from distgfn.rewards.hypergrid import HyperGridReward
-
-    # The target distribution from the formula itself, wherever training gets its rewards.
-    r = cfg.reward
-    return GridEvaluator(env, HyperGridReward(env.height, r.r0, r.r1, r.r2), r.beta, cfg.eval.empirical_window)
-
-
-def exact_distribution(env, log_policy) -> np.ndarray:
-    """P_policy over all cells in ravel order (0 for unreachable ones).
-
-    `log_policy(states) -> (n, n_actions)` log pi(a|s), -inf on invalid actions.
-    """
-    cells = env.all_cells()
-    log_pi = log_policy(cells)
-    reach = np.zeros(len(cells))
-    reach[0] = 1.0
-    live = env.is_live(cells)
-    level = cells[:, :-1].sum(axis=1)
-    for lv in range(1, level.max() + 1):
-        rows = np.nonzero((level == lv) & live)[0]
-        reach[rows] = inflow(env, cells[rows], reach, log_pi)
-
-    ends = cells.copy()
-    ends[:, -1] = 1
-    ends = ends[env.is_reachable_object(cells)]
-    result = np.zeros(len(cells))
-    result[env.cell_index(ends)] = inflow(env, ends, reach, log_pi)
-    return result
+        return ExactEvaluator(env, make_reward(cfg, env), cfg.reward.beta, cfg.eval.empirical_window)
+    if cls is EmpiricalEvaluator:
+        return EmpiricalEvaluator(cfg.eval.empirical_window)
+    return cls(cfg, env, run_dir)
 
 
-def inflow(env, states, reach, log_pi) -> np.ndarray:
-    parents, actions, child = env.parents(states)
-    p = env.cell_index(parents)
-    return np.bincount(child, weights=reach[p] * np.exp(log_pi[p, actions]), minlength=len(states))
+def evaluator_class(env):
+    """The class whose metrics (and `report(cfg, run_dir)`, unless None) a run of `env` gets."""
+    from distgfn import tasks
+    from distgfn.core import ENUMERABLE
+
+    if tasks.has(env, ENUMERABLE):
+        return ExactEvaluator
+    declared = getattr(env, "evaluator", None)
+    return EmpiricalEvaluator if declared is None else tasks.find("env.evaluator", declared, {})
 
 
-def target_distribution(env, reward, beta: float = 1.0) -> np.ndarray:
-    """R(x)^beta / Z over all cells in ravel order (0 for unreachable ones)."""
-    ends = env.all_cells()
-    ends[:, -1] = 1
-    r = reward(ends) ** beta * env.is_reachable_object(ends)
-    return r / r.sum()
+class StateGraph:
+    """Every state reachable from s0, found by expanding valid actions level by level.
+
+    states (U, width); edges src -> dst by action; waves: lists of edge indices whose
+    sources have all their inflow once the earlier waves are applied (Kahn's algorithm)."""
+
+    def __init__(self, env, max_states: int = 2_000_000):
+        index: dict[bytes, int] = {}
+        rows, src, act, dst = [], [], [], []
+        frontier = env.initial_states(1)
+        self.add(index, rows, frontier)
+        while len(frontier):
+            masks = env.masks(frontier)
+            parent, action = np.nonzero(masks)
+            children = env.step(frontier[parent], action)
+            fresh = self.add(index, rows, children)
+            if len(index) > max_states:
+                raise ValueError(f"the env has more than {max_states:,} states reachable from s0; too many to "
+                                 f"evaluate exactly (drop its 'enumerable' capability)")
+            src.append(np.array([index[r.tobytes()] for r in frontier])[parent])
+            act.append(action)
+            dst.append(np.array([index[r.tobytes()] for r in children]))
+            frontier = fresh
+        self.states = np.stack(rows)
+        self.src, self.action, self.dst = (np.concatenate(x).astype(np.int64) for x in (src, act, dst))
+        self.terminal = env.is_terminal(self.states)
+        self.waves = topological_waves(len(self.states), self.src, self.dst)
+
+    @staticmethod
+    def add(index: dict, rows: list, states: np.ndarray) -> np.ndarray:
+        """Registers unseen states; returns them (deduplicated)."""
+        fresh = []
+        for row in states:
+            key = row.tobytes()
+            if key not in index:
+                index[key] = len(rows)
+                rows.append(row)
+                fresh.append(row)
+        return np.stack(fresh) if fresh else states[:0]
+
+
+def topological_waves(n: int, src: np.ndarray, dst: np.ndarray) -> list[np.ndarray]:
+    """Edge indices grouped so that each group's sources have no pending inflow."""
+    indegree = np.bincount(dst, minlength=n)
+    order = np.argsort(src, kind="stable")
+    starts = np.searchsorted(src[order], np.arange(n + 1))
+    ready, waves = np.flatnonzero(indegree == 0), []
+    while len(ready):
+        edges = np.concatenate([order[starts[s] : starts[s + 1]] for s in ready])
+        if not len(edges):
+            break
+        waves.append(edges)
+        np.subtract.at(indegree, dst[edges], 1)
+        touched = np.unique(dst[edges])
+        ready = touched[indegree[touched] == 0]
+    if indegree.any():
+        raise ValueError("the env's transitions have a cycle; a GFlowNet needs a DAG")
+    return waves
+
+
+class ObjectSpace:
+    """The terminal objects of an enumerable env, one per key, with the DAG that reaches them."""
+
+    def __init__(self, env, max_states: int = 2_000_000):
+        self.env = env
+        self.graph = StateGraph(env, max_states)
+        ends = np.flatnonzero(self.graph.terminal)
+        self.keys, self.object_of = np.unique(np.array(env.keys(self.graph.states[ends]), dtype=object),
+                                              return_inverse=True)
+        self.end_rows = ends
+        self.index = {key: i for i, key in enumerate(self.keys.tolist())}
+        # One terminal state per object, to score.
+        first = np.unique(self.object_of, return_index=True)[1]
+        self.objects = self.graph.states[ends[first]]
+
+    def distribution(self, log_policy) -> np.ndarray:
+        """P_policy over the objects, in key order."""
+        g = self.graph
+        live = np.flatnonzero(~g.terminal)
+        log_pi = np.full((len(g.states), int(g.action.max()) + 1 if len(g.action) else 1), -np.inf)
+        log_pi[live] = log_policy(g.states[live])[:, : log_pi.shape[1]]
+        reach = np.zeros(len(g.states))
+        reach[0] = 1.0
+        for edges in g.waves:
+            np.add.at(reach, g.dst[edges], reach[g.src[edges]] * np.exp(log_pi[g.src[edges], g.action[edges]]))
+        return np.bincount(self.object_of, weights=reach[self.end_rows], minlength=len(self.keys))
+
+    def target(self, reward, beta: float) -> np.ndarray:
+        """R(x)^beta / Z over the objects, in key order. Objects whose reward fails are never
+        trained on: they get 0 here, and a warning says how many."""
+        from distgfn.rewards import RewardError, score_objects
+
+        log_r, scores = score_objects(reward, self.objects, self.env.keys, beta)
+        failed = scores.failed
+        if failed.all():
+            raise RewardError(f"exact evaluation: the reward failed for all {len(failed)} objects; first: "
+                              f"x={self.keys[0]}: {scores.errors[0]}")
+        if failed.any():
+            i = int(np.argmax(failed))
+            print(f"distgfn: exact evaluation: the reward failed for {failed.sum()} of {len(failed)} objects, left "
+                  f"out of the target; first: x={self.keys[i]}: {scores.errors[i]}", file=sys.stderr)
+        p = np.exp(np.where(failed, -np.inf, log_r - np.nanmax(log_r)))
+        return p / p.sum()
 
 
 def l1(p: np.ndarray, q: np.ndarray) -> float:
@@ -135,19 +219,22 @@ class EmpiricalTracker:
         return int(self.modes.sum())
 
 
-class GridEvaluator:
-    """The HyperGrid metrics of a run: l1_exact, l1_empirical and modes_found."""
+class ExactEvaluator:
+    """Metrics of an enumerable env: l1_exact, l1_empirical and modes_found."""
 
     exact = True  # exact_metrics needs the policy
+    report = None
 
     def __init__(self, env, reward, beta: float, window: int):
         self.env = env
-        self.target = target_distribution(env, reward, beta)
+        self.space = ObjectSpace(env)
+        self.target = self.space.target(reward, beta)
         self.tracker = EmpiricalTracker(self.target, window)
         self.failures = 0
 
     def observe(self, sampled: Sampled, step: int) -> None:
-        self.tracker.add(self.env.cell_index(sampled.objects))
+        index = self.space.index
+        self.tracker.add(np.array([index[k] for k in self.env.keys(sampled.objects)], dtype=np.int64))
         self.failures += sum(e is not None for e in sampled.errors)
 
     def state(self) -> dict:
@@ -166,4 +253,43 @@ class GridEvaluator:
                 "reward_failures": self.failures}
 
     def exact_metrics(self, log_policy) -> dict:
-        return {"l1_exact": l1(exact_distribution(self.env, log_policy), self.target)}
+        return {"l1_exact": l1(self.space.distribution(log_policy), self.target)}
+
+
+class EmpiricalEvaluator:
+    """Metrics of any env from the objects sampled: distinct objects, and the mean and best
+    log reward over the last window of them."""
+
+    exact = False
+    report = None
+
+    def __init__(self, window: int = 10_000):
+        self.recent: deque = deque(maxlen=window)
+        self.keys: set = set()
+        self.best = -np.inf
+        self.failures = 0
+
+    def observe(self, sampled: Sampled, step: int) -> None:
+        ok = np.isfinite(sampled.log_reward)
+        self.recent.extend(sampled.log_reward[ok].tolist())
+        self.keys.update(row.tobytes() for row in sampled.objects[ok])
+        if ok.any():
+            self.best = max(self.best, float(sampled.log_reward[ok].max()))
+        self.failures += int((~ok).sum())
+
+    def sampled_metrics(self) -> dict:
+        mean = float(np.mean(self.recent)) if self.recent else None
+        return {"distinct_objects": len(self.keys), "log_reward_mean": mean,
+                "log_reward_best": self.best if self.recent else None, "reward_failures": self.failures}
+
+    def exact_metrics(self, log_policy) -> dict:
+        return {}
+
+    def state(self) -> dict:
+        return {"failures": self.failures}
+
+    def restore(self, state: dict, step: int) -> None:
+        self.failures = state.get("failures", 0)
+
+    def close(self) -> None:
+        pass

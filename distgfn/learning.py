@@ -8,10 +8,10 @@ import torch
 
 from distgfn.batch import to_torch
 from distgfn.config import Config
-from distgfn.envs import make_env
-from distgfn.models import get_weights, make_model, pick_device
+from distgfn.models import get_weights, pick_device
 from distgfn.objectives import OBJECTIVES
 from distgfn.objectives.common import masked_logits
+from distgfn.tasks import make_env, make_model
 
 
 class Learner:
@@ -19,7 +19,7 @@ class Learner:
         self.cfg = cfg
         self.device = pick_device(cfg.learner.device)
         self.env = make_env(cfg)
-        self.model = make_model(cfg.model, self.env).to(self.device)
+        self.model = make_model(cfg, self.env).to(self.device)
         body = [p for name, p in self.model.named_parameters() if name != "log_z"]
         self.optimizer = torch.optim.Adam(
             [{"params": body}, {"params": [self.model.log_z], "lr": cfg.objective.logz_lr}], lr=cfg.learner.lr

@@ -14,21 +14,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from distgfn.config import ModelConfig
 
 
-class GridMLP(nn.Module):
-    """MLP over one-hot coordinates of a HyperGrid cell.
+class MLP(nn.Module):
+    """MLP over one-hot encoded integer features: column i of the input takes values in
+    [0, feature_sizes[i]) (a HyperGrid cell's coordinates; a sequence's letters).
 
     The first layer is an embedding sum, which is exactly a Linear layer on the concatenated
     one-hot vectors but skips building them.
     """
 
-    def __init__(self, ndim: int, height: int, n_actions: int, hidden: int = 256, layers: int = 2):
+    def __init__(self, feature_sizes: list[int], n_actions: int, hidden: int = 256, layers: int = 2):
         super().__init__()
-        self.embed = nn.Embedding(ndim * height, hidden)
+        sizes = torch.tensor(list(feature_sizes), dtype=torch.int64)
+        self.embed = nn.Embedding(int(sizes.sum()), hidden)
         self.bias = nn.Parameter(torch.zeros(hidden))
-        self.register_buffer("offsets", torch.arange(ndim) * height, persistent=False)
+        self.register_buffer("offsets", torch.cumsum(sizes, 0) - sizes, persistent=False)
         body: list[nn.Module] = [nn.LeakyReLU()]
         for _ in range(layers - 1):
             body += [nn.Linear(hidden, hidden), nn.LeakyReLU()]
@@ -60,13 +61,15 @@ class GridMLP(nn.Module):
         return policy
 
 
-def make_model(cfg: ModelConfig, env) -> nn.Module:
-    """GridMLP for HyperGrid; FragmentGNN (message passing over the fragment tree) for molecules."""
-    if hasattr(env, "blocks"):
-        from distgfn.chem.fragment_model import FragmentGNN
-
-        return FragmentGNN.for_env(env, cfg.hidden, cfg.layers)
-    return GridMLP(env.ndim, env.height, env.n_actions, cfg.hidden, cfg.layers)
+def mlp(env, hidden: int = 256, layers: int = 2) -> MLP:
+    """The built-in model `mlp`, over the env's declared feature_sizes."""
+    sizes = getattr(env, "feature_sizes", None)
+    if not sizes or not all(isinstance(n, (int, np.integer)) and n >= 1 for n in sizes):
+        raise ValueError(f"the mlp model needs the env to declare feature_sizes, a list of positive integers "
+                         f"(got {sizes!r}); or name another model in model.name")
+    if hidden < 1 or layers < 1:
+        raise ValueError(f"mlp needs hidden >= 1 and layers >= 1; got hidden={hidden}, layers={layers}")
+    return MLP(sizes, env.n_actions, hidden, layers)
 
 
 def pick_device(name: str) -> torch.device:

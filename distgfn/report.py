@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from distgfn.config import Config
 from distgfn.metrics import read_metrics
 
@@ -38,8 +40,10 @@ def write_plots(run_dir: Path, cfg: Config) -> list[Path]:
     if not rows:
         raise ValueError(f"{run_dir / 'metrics.jsonl'} has no rows yet")
     written = [plot_curves(rows, run_dir / "learning_curves.png")]
-    if cfg.env.name == "hypergrid" and cfg.env.ndim == 2 and (run_dir / "model.pt").exists():
-        written.append(plot_distribution(cfg, run_dir / "model.pt", run_dir / "distribution.png"))
+    if (run_dir / "model.pt").exists():
+        grid = distribution_grid(cfg, run_dir / "model.pt")
+        if grid is not None:
+            written.append(plot_distribution(*grid, run_dir / "distribution.png"))
     return written
 
 
@@ -73,34 +77,51 @@ def values(rows: list[dict], key: str) -> list[float]:
     return [r[key] for r in rows if r.get(key) is not None]
 
 
-def plot_distribution(cfg: Config, model_file: Path, path: Path) -> Path:
-    """The trained policy's exact terminal distribution against the target, side by side."""
-    import matplotlib.pyplot as plt
+def distribution_grid(cfg: Config, model_file: Path):
+    """(learned, target) as 2-D arrays, for an enumerable env whose objects are pairs of
+    non-negative integers (the 2-D HyperGrid); else None."""
     import torch
 
-    from distgfn.envs import make_env
-    from distgfn.evaluation import exact_distribution, l1, target_distribution
+    from distgfn import tasks
+    from distgfn.core import ENUMERABLE
+    from distgfn.evaluation import ObjectSpace
     from distgfn.learning import policy_log_probs
-    from distgfn.models import make_model
-    from distgfn.rewards.hypergrid import HyperGridReward
+    from distgfn.rewards import make_reward
 
-    env = make_env(cfg)
-    model = make_model(cfg.model, env)
+    env = tasks.make_env(cfg)
+    if not tasks.has(env, ENUMERABLE):
+        return None
+    space = ObjectSpace(env)
+    cells = np.array(env.objects(space.objects), dtype=object)
+    if cells.ndim != 2 or cells.shape[1] != 2 or not all(isinstance(v, int) and v >= 0 for v in cells.ravel()):
+        return None
+    model = tasks.make_model(cfg, env)
     model.load_state_dict(torch.load(model_file, map_location="cpu", weights_only=True))
-    learned = exact_distribution(env, lambda s: policy_log_probs(model, env, s))
-    r = cfg.reward
-    target = target_distribution(env, HyperGridReward(env.height, r.r0, r.r1, r.r2), r.beta)
-    side = env.height
+    cells = cells.astype(np.int64)
+    shape = tuple(cells.max(axis=0) + 1)
+    grids = []
+    for p in (space.distribution(lambda s: policy_log_probs(model, env, s)), space.target(make_reward(cfg, env), cfg.reward.beta)):
+        grid = np.zeros(shape)
+        grid[cells[:, 0], cells[:, 1]] = p
+        grids.append(grid)
+    return grids
+
+
+def plot_distribution(learned: np.ndarray, target: np.ndarray, path: Path) -> Path:
+    """The trained policy's exact terminal distribution against the target, side by side."""
+    import matplotlib.pyplot as plt
+
+    from distgfn.evaluation import l1
+
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
     top = max(learned.max(), target.max())
     for ax, grid, title in ((axes[0], learned, "learned P(x) (model.pt, exact)"), (axes[1], target, "target R(x)^beta / Z")):
-        image = ax.imshow(grid.reshape(side, side).T, origin="lower", vmin=0, vmax=top, cmap="viridis")
+        image = ax.imshow(grid.T, origin="lower", vmin=0, vmax=top, cmap="viridis")
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("x1")
         ax.set_ylabel("x2")
     fig.colorbar(image, ax=axes, shrink=0.8)
-    fig.suptitle(f"HyperGrid {side}x{side}: L1 = {l1(learned, target):.4f}", fontsize=11)
+    fig.suptitle(f"{learned.shape[0]}x{learned.shape[1]} grid: L1 = {l1(learned, target):.4f}", fontsize=11)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
-

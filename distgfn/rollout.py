@@ -11,13 +11,13 @@ import numpy as np
 
 from distgfn.batch import build_batch, split_batch, write_record
 from distgfn.config import Config
-from distgfn.envs import make_env
-from distgfn.models import make_model, set_weights, share_weights
+from distgfn.models import set_weights, share_weights
 from distgfn.objectives import OBJECTIVES
 from distgfn.rewards import RewardUnavailable, Scores, make_reward, score_objects
 from distgfn.rewards.cache import CachedReward
 from distgfn.rewards.pool import PooledReward
 from distgfn.sampling import make_policy, sample_trajectories
+from distgfn.tasks import make_env, make_model
 
 
 @dataclass
@@ -53,7 +53,7 @@ class RolloutWorker:
         self.pool = PooledReward(pool, cfg.reward.deadline_s) if pool is not None else None
         self.waiting = WaitingReward(self.pool or make_reward(cfg, self.env), cfg.reward.unavailable_wait_s)
         self.reward = CachedReward(self.waiting, cache, self.env.keys) if cache is not None else self.waiting
-        self.model = model if model is not None else make_model(cfg.model, self.env)
+        self.model = model if model is not None else make_model(cfg, self.env)
         self.policy = make_policy(self.model, self.env.n_actions)
         self.with_parents = OBJECTIVES[cfg.objective.name].NEEDS_PARENTS
         self.rng = np.random.default_rng(seed)

@@ -82,7 +82,7 @@ def sample_trajectories(env, policy, n: int, rng, epsilon: float = 0.0, temperat
 
 
 def make_policy(model: torch.nn.Module, n_actions: int):
-    """The model's numpy forward where it has one (GridMLP), else its torch forward; the
+    """The model's numpy forward where it has one (MLP), else its torch forward; the
     model must be on the CPU."""
     if hasattr(model, "numpy_policy"):
         return model.numpy_policy(n_actions)

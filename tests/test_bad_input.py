@@ -5,7 +5,7 @@ import pytest
 
 from distgfn.cli import main
 from distgfn.config import ConfigError, load_config
-from distgfn.envs import HyperGrid
+from distgfn.envs.hypergrid import HyperGrid
 from distgfn.rewards import FailureWindow, RewardError, log_rewards, score_objects
 
 
@@ -16,7 +16,7 @@ def write(tmp_path, text):
 
 
 def test_unknown_key_is_named(tmp_path):
-    with pytest.raises(ConfigError, match=r"unknown key 'env.hieght'.*known in env: name, ndim, height"):
+    with pytest.raises(ConfigError, match=r"unknown key 'env.hieght'.*known in env: name, options; the env's own settings go under env.options"):
         load_config(write(tmp_path, "env:\n  hieght: 8\n"))
 
 
@@ -26,10 +26,10 @@ def test_unknown_section_is_named(tmp_path):
 
 
 def test_wrong_type_names_key_and_value(tmp_path):
-    with pytest.raises(ConfigError, match=r"env.height must be int; got str 'eight'"):
-        load_config(write(tmp_path, "env:\n  height: eight\n"))
-    with pytest.raises(ConfigError, match=r"env.terminate_at_edge must be bool; got int 1"):
-        load_config(None, ["env.terminate_at_edge=1"])
+    with pytest.raises(ConfigError, match=r"env.options must be a mapping of option names to values; got str 'eight'"):
+        load_config(write(tmp_path, "env:\n  options: eight\n"))
+    with pytest.raises(ConfigError, match=r"sampler.batch_size must be int; got float 1.5"):
+        load_config(None, ["sampler.batch_size=1.5"])
     with pytest.raises(ConfigError, match=r"learner.steps must be int; got bool True"):
         load_config(None, ["learner.steps=true"])
 
@@ -39,9 +39,11 @@ def test_section_given_a_scalar(tmp_path):
         load_config(write(tmp_path, "env: 3\n"))
 
 
-def test_height_below_two_is_rejected():
-    with pytest.raises(ConfigError, match=r"env.height must be >= 2; got 1"):
-        load_config(None, ["env.height=1"])
+def test_height_below_two_is_rejected_naming_the_option():
+    from distgfn.tasks import make_env
+
+    with pytest.raises(ConfigError, match=r"env: hypergrid\(height=1\) raised ValueError: HyperGrid needs .*height=1"):
+        make_env(load_config(None, ["env.options.height=1"]))
 
 
 def test_choice_keys_list_the_choices():
@@ -55,9 +57,9 @@ def test_malformed_override():
 
 
 def test_ints_are_accepted_for_floats_and_overrides_apply(tmp_path):
-    cfg = load_config(write(tmp_path, "learner:\n  lr: 1\n"), ["env.ndim=3", "sampler.epsilon=0.5"])
+    cfg = load_config(write(tmp_path, "learner:\n  lr: 1\n"), ["env.options.ndim=3", "sampler.epsilon=0.5"])
     assert cfg.learner.lr == 1.0 and isinstance(cfg.learner.lr, float)
-    assert cfg.env.ndim == 3 and cfg.sampler.epsilon == 0.5
+    assert cfg.env.options["ndim"] == 3 and cfg.sampler.epsilon == 0.5
 
 
 @pytest.mark.parametrize("value,what", [(np.nan, "not finite"), (-0.5, "not positive"), (0.0, "not positive")])
@@ -105,9 +107,9 @@ def test_reward_of_wrong_shape_is_an_error():
 
 
 def test_cli_reports_config_errors_without_a_traceback(tmp_path, capsys):
-    code = main(["train", str(write(tmp_path, "env:\n  height: 1\n")), "--run-dir", str(tmp_path / "run")])
+    code = main(["train", str(write(tmp_path, "env:\n  options: {height: 1}\n")), "--run-dir", str(tmp_path / "run")])
     assert code == 2
-    assert "distgfn: error: env.height must be >= 2; got 1" in capsys.readouterr().err
+    assert "distgfn: error: env: hypergrid(height=1) raised ValueError: HyperGrid needs" in capsys.readouterr().err
     assert not (tmp_path / "run").exists(), "nothing is written for an invalid config"
 
 

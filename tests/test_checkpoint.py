@@ -56,7 +56,7 @@ def test_no_usable_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_learner_restored_from_a_checkpoint_continues_exactly(tmp_path):
-    cfg = load_config(None, ["env.height=5", "model.hidden=32", "learner.steps=60"])
+    cfg = load_config(None, ["env.options.height=5", "model.options.hidden=32", "learner.steps=60"])
     worker = RolloutWorker(cfg, seed=1)
     batches = [worker.sample().batch for _ in range(50)]  # fixed data: only the learner varies
     torch.manual_seed(0)
@@ -83,7 +83,7 @@ class Crash(Exception):
 def run_serial(tmp_path, name, stop_at=None, error=KeyboardInterrupt, resume=False):
     from distgfn import serial
 
-    cfg = load_config(None, ["runtime=serial", "env.height=5", "model.hidden=32", "learner.steps=60",
+    cfg = load_config(None, ["runtime=serial", "env.options.height=5", "model.options.hidden=32", "learner.steps=60",
                              "log.every=10", "eval.every=10", "checkpoint.every=20"])
     run_dir = tmp_path / name
     run_dir.mkdir(exist_ok=True)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from distgfn.envs import HyperGrid
+from distgfn.envs.hypergrid import HyperGrid
 from distgfn.rewards.hypergrid import HyperGridReward
 
 

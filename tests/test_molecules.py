@@ -18,7 +18,7 @@ from distgfn.rewards import Scores
 from distgfn.rollout import RolloutWorker, encode_records
 
 REPO = Path(__file__).parents[1]
-SMALL = ["model.hidden=32", "model.layers=1"]
+SMALL = ["model.options.hidden=32", "model.options.layers=1"]
 
 
 def molecule_config(seh_data, *overrides):
@@ -40,8 +40,10 @@ class FailsSomeMolecules:
 
 
 def test_a_molecule_reward_must_go_with_the_fragment_env():
-    with pytest.raises(ConfigError, match="does not score env.name 'hypergrid'"):
-        load_config(None, ["reward.name=seh_proxy"])
+    from distgfn.tasks import build
+
+    with pytest.raises(ConfigError, match="reward.name 'seh_proxy' scores env 'fragments', not env.name 'hypergrid'"):
+        build(load_config(None, ["reward.name=seh_proxy"]))
 
 
 def test_molecules_whose_reward_fails_are_left_out_of_training_and_recorded(seh_data, tmp_path):
@@ -54,7 +56,7 @@ def test_molecules_whose_reward_fails_are_left_out_of_training_and_recorded(seh_
     assert np.isnan(rollout.log_reward[failed]).all() and np.isfinite(rollout.log_reward[~failed]).all()
     assert len(encode_records(rollout, "a")) == (~failed).sum(), "one record per scored trajectory only"
     assert len(rollout.batch["log_reward"]) == (~failed).sum()
-    evaluator = MoleculeEvaluator(worker.env, tmp_path, cfg.reward.beta, cfg.eval.mode_reward, cfg.eval.mode_similarity)
+    evaluator = MoleculeEvaluator(cfg, worker.env, tmp_path)
     evaluator.observe(Sampled.of(rollout), step=0)
     evaluator.close()
     logged = read_molecules(tmp_path / "molecules.jsonl")

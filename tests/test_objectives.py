@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from distgfn.batch import build_batch, stack_batches, to_torch
-from distgfn.envs import HyperGrid
+from distgfn.envs.hypergrid import HyperGrid
 from distgfn.objectives import db, fm, tb
 from distgfn.rewards import log_rewards
 from distgfn.rewards.hypergrid import HyperGridReward

@@ -86,7 +86,7 @@ def test_check_prints_what_runs_where_for_a_good_config(tmp_path, capsys):
 
 @pytest.mark.parametrize("overrides, message", [
     (["learner.device=cuda:1"], "learner.device='cuda:1' asks for GPU 1 but .* has 0 GPU"),
-    (["reward.name=docking_magic"], "reward.name must be one of"),
+    (["reward.name=docking_magic"], "reward.name: .docking_magic. is neither a built-in"),
     (["checkpoint.path={file}/under-a-file"], "checkpoint.path .*under-a-file: cannot write and read it back"),
     (["reward.mode=remote", "reward.addresses=127.0.0.1:1"], "reward oracle at 127.0.0.1:1 does not answer"),
 ])

@@ -246,7 +246,7 @@ def test_with_concurrency_two_calls_run_in_the_oracle_at_once():
 def test_serves_hypergrid_cells_and_names_the_bad_ones():
     from distgfn.rewards.remote import served_oracle
 
-    oracle = served_oracle("hypergrid", ["env.height=8"])
+    oracle = served_oracle("hypergrid", ["env.options.height=8"])
     raw, errors = oracle.score(["0,0", "1,1", "7,0", "8,1", "a,b"])
     np.testing.assert_allclose(raw[:3], [0.6, 2.6, 0.6])  # a corner; the ring; an edge
     assert errors[:3] == [None] * 3 and "outside the grid" in errors[3] and "bad cell 'a,b'" in errors[4]
@@ -258,7 +258,7 @@ def test_serves_a_user_oracle_named_by_import_path_and_rejects_a_bad_path():
 
     raw, errors = served_oracle("distgfn.chem.scores:QEDScorer", []).score(["CCO"])
     assert 0 < raw[0] < 1 and errors == [None]
-    with pytest.raises(ConfigError, match="--reward nowhere.at_all:Oracle: cannot import it"):
+    with pytest.raises(ConfigError, match="reward.name: module nowhere.at_all does not import"):
         served_oracle("nowhere.at_all:Oracle", [])
 
 

@@ -79,14 +79,15 @@ def test_replay_actor_rejects_corrupt_records_and_keeps_serving(ray_cluster):
 def test_actors_adopt_published_versions_and_stale_records_are_dropped(ray_cluster):
     ray = ray_cluster
     from actors.rollout import RolloutActor
-    from distgfn.envs import make_env
-    from distgfn.models import get_weights, make_model
+    from distgfn.tasks import make_env
+    from distgfn.models import get_weights
+    from distgfn.tasks import make_model
     from distgfn.wire import decode
 
-    cfg = load_config(None, ["env.height=4", "model.hidden=16"])
+    cfg = load_config(None, ["env.options.height=4", "model.options.hidden=16"])
     replay = make_replay(capacity=1000)
     actor = RolloutActor.options(num_cpus=0).remote(cfg, seed=1, name="a", replay=replay, insert_timeout_s=30)
-    model = make_model(cfg.model, make_env(cfg))
+    model = make_model(cfg, make_env(cfg))
     ray.get(replay.publish.remote(5, [ray.put(get_weights(model))]))
     result = ray.get(actor.run.remote(0.0), timeout=60)
     assert result["versions"] == [5] and ray.get(actor.version.remote()) == 5

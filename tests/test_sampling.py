@@ -43,10 +43,10 @@ def test_a_state_without_valid_actions_is_an_error(width):
 
 
 def grid_model(layers: int):
-    from distgfn.models import GridMLP
+    from distgfn.models import MLP
 
     torch.manual_seed(0)
-    return GridMLP(ndim=3, height=5, n_actions=4, hidden=32, layers=layers)
+    return MLP([5, 5, 5], n_actions=4, hidden=32, layers=layers)
 
 
 def torch_logits(model, coords):
@@ -77,7 +77,7 @@ def test_rollout_worker_samples_with_the_weights_it_was_given():
     from distgfn.config import load_config
     from distgfn.rollout import RolloutWorker
 
-    cfg = load_config(None, ["env.ndim=2", "env.height=6", "model.hidden=16", "sampler.epsilon=0"])
+    cfg = load_config(None, ["env.options.ndim=2", "env.options.height=6", "model.options.hidden=16", "sampler.epsilon=0"])
     worker = RolloutWorker(cfg, seed=0)
     weights = get_weights(worker.model)
     weights["body.3.bias"] = np.array([-50, -50, 50, 0], np.float32)  # the stop logit dominates

@@ -117,7 +117,7 @@ def test_pool_mode_scales_reward_workers_drains_pipelined_actors_and_caches_rewa
 def test_the_reward_cache_is_saved_with_checkpoints_and_restored_on_resume(ray_cluster, tmp_path):
     # A 4x4 grid: its 16 cells (the least likely ~3%) are all scored within the first 1,600
     # trajectories, so the saved cache is complete and a restored one misses nothing.
-    base = ["env.height=4", "reward.cache_size=1000", "learner.steps=100", "log.every=50", "eval.every=50",
+    base = ["env.options.height=4", "reward.cache_size=1000", "learner.steps=100", "log.every=50", "eval.every=50",
             "checkpoint.every=100", "replay.min_size=16"]
     driver.train(load_config(None, base), tmp_path, progress=quiet)
     saved = read_metrics(tmp_path / "metrics.jsonl")[-1]
@@ -131,7 +131,7 @@ def test_the_reward_cache_is_saved_with_checkpoints_and_restored_on_resume(ray_c
 
 def test_a_pool_whose_worker_died_scores_every_chunk_on_the_others(ray_cluster):
     from actors.reward import RewardActor
-    from distgfn.envs import make_env
+    from distgfn.tasks import make_env
     from distgfn.rewards.pool import PooledReward
 
     ray = ray_cluster
@@ -144,7 +144,7 @@ def test_a_pool_whose_worker_died_scores_every_chunk_on_the_others(ray_cluster):
     assert scores.errors == [None] * 10
     from distgfn.rewards import make_reward
 
-    np.testing.assert_allclose(scores.reward, make_reward(cfg, make_env(cfg))(states))
+    np.testing.assert_allclose(scores.reward, make_reward(cfg, make_env(cfg))(states).reward)
 
 
 def test_an_oracle_that_goes_down_makes_the_run_wait_and_continue_when_it_returns(ray_cluster, tmp_path, seh_data):
@@ -155,7 +155,7 @@ def test_an_oracle_that_goes_down_makes_the_run_wait_and_continue_when_it_return
     servers = [server]
     cfg = load_config(None, ["env.name=fragments", "reward.name=qed", "reward.mode=remote",
                              f"reward.addresses=127.0.0.1:{port}", "reward.deadline_s=10", f"data.dir={seh_data}",
-                             "env.max_fragments=3", "sampler.batch_size=8", "actors.num=1", "actors.cpus=0.5",
+                             "env.options.max_fragments=3", "sampler.batch_size=8", "actors.num=1", "actors.cpus=0.5",
                              "learner.cpus=0.5", "learner.steps=40", "log.every=10", "eval.every=0",
                              "replay.min_size=8", "actors.report_every_s=0.2"])
 
@@ -198,7 +198,7 @@ def test_autoscale_adds_actors_while_the_learner_starves_on_slow_rewards_up_to_m
 
 def test_a_pool_chunk_not_scored_within_the_deadline_fails_its_objects(ray_cluster):
     from actors.reward import RewardActor
-    from distgfn.envs import make_env
+    from distgfn.tasks import make_env
     from distgfn.rewards.pool import PooledReward
 
     cfg = load_config(None, ["reward.latency_ms=2000"])

@@ -31,8 +31,8 @@ def test_flow_matching_learns_2d_grid_to_l1_below_0_01(tmp_path):
 
 @pytest.mark.parametrize("objective", ["tb", "db"])
 def test_tb_and_db_reduce_l1_on_a_small_grid(tmp_path, objective):
-    cfg = load_config(None, [f"objective.name={objective}", "env.height=4", "learner.steps=600",
-                             "eval.every=50", "log.every=50", "model.hidden=64"])
+    cfg = load_config(None, [f"objective.name={objective}", "env.options.height=4", "learner.steps=600",
+                             "eval.every=50", "log.every=50", "model.options.hidden=64"])
     serial.train(cfg, tmp_path, progress=quiet)
     rows = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "l1_exact" in r]
     assert rows[-1]["l1_exact"] < 0.5 * rows[0]["l1_exact"]
@@ -50,11 +50,11 @@ def test_same_seed_gives_the_same_run(tmp_path):
 
 def test_cli_train_then_sample(tmp_path, capsys):
     run = tmp_path / "run"
-    code = main(["train", CONFIG, "--run-dir", str(run), "--set", "runtime=serial", "--set", "env.height=4",
+    code = main(["train", CONFIG, "--run-dir", str(run), "--set", "runtime=serial", "--set", "env.options.height=4",
                  "--set", "learner.steps=60", "--set", "log.every=20", "--set", "eval.every=20"])
     assert code == 0
     assert "step 60/60" in capsys.readouterr().err, "a progress line reaches the terminal"
-    assert yaml.safe_load((run / "config.yaml").read_text())["env"]["height"] == 4
+    assert yaml.safe_load((run / "config.yaml").read_text())["env"]["options"]["height"] == 4
     rows = read_metrics(run / "metrics.jsonl")
     assert [r["step"] for r in rows] == [20, 40, 60]
     assert [r["trajectories"] for r in rows] == [320, 640, 960]
@@ -98,7 +98,7 @@ def test_objects_whose_reward_fails_are_counted_and_the_run_goes_on(tmp_path, mo
         return reward
 
     monkeypatch.setattr(rollout, "make_reward", flaky)
-    cfg = load_config(None, ["runtime=serial", "env.height=4", "learner.steps=40", "log.every=20", "eval.every=20",
+    cfg = load_config(None, ["runtime=serial", "env.options.height=4", "learner.steps=40", "log.every=20", "eval.every=20",
                              "reward.max_failure_rate=0.9"])
     serial.train(cfg, tmp_path, progress=lambda row, total: None)
     rows = read_metrics(tmp_path / "metrics.jsonl")
@@ -111,7 +111,7 @@ def test_a_reward_failing_too_often_stops_the_run_with_a_checkpoint(tmp_path, mo
     from distgfn.rewards import RewardError
 
     monkeypatch.setattr(rollout, "make_reward", lambda cfg, env: lambda states: np.full(len(states), np.nan))
-    cfg = load_config(None, ["runtime=serial", "env.height=4", "learner.steps=40", "log.every=20",
+    cfg = load_config(None, ["runtime=serial", "env.options.height=4", "learner.steps=40", "log.every=20",
                              "reward.max_failure_rate=0.5", "reward.failure_window=64"])
     with pytest.raises(RewardError, match=r"failed for 64 of the last 64 objects, more than reward.max_failure_rate=0.5"):
         serial.train(cfg, tmp_path, progress=lambda row, total: None)

@@ -15,13 +15,15 @@ from distgfn.chem.tracking import MOLECULES_FILE, MoleculeLog, MoleculeTracker, 
 
 
 class MoleculeEvaluator:
+    """The evaluator the fragment env declares (`FragmentEnv.evaluator`)."""
+
     exact = False  # no exact distribution over molecules
 
-    def __init__(self, env, run_dir: Path, beta: float, mode_reward: float, mode_similarity: float):
-        self.env, self.beta = env, beta
+    def __init__(self, cfg, env, run_dir: Path):
+        self.env, self.beta = env, cfg.reward.beta
         self.path = Path(run_dir) / MOLECULES_FILE
-        self.mode_reward, self.mode_similarity = mode_reward, mode_similarity
-        self.tracker = MoleculeTracker(mode_reward, mode_similarity)
+        self.mode_reward, self.mode_similarity = cfg.eval.mode_reward, cfg.eval.mode_similarity
+        self.tracker = MoleculeTracker(self.mode_reward, self.mode_similarity)
         self.log = MoleculeLog(self.path)
         self.failures = 0
 
@@ -56,3 +58,12 @@ class MoleculeEvaluator:
 
     def close(self) -> None:
         self.log.close()
+
+    @staticmethod
+    def report(cfg, run_dir: Path) -> str:
+        """The PNG of the best molecules, the progress plot and the summary of a molecule run."""
+        from distgfn.chem.report import write_report
+
+        report = write_report(run_dir, cfg.eval.mode_reward, cfg.eval.mode_similarity)
+        return (f"best molecules in {report.top_molecules}, progress in {report.progress}, "
+                f"summary in {report.summary}")

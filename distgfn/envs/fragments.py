@@ -32,11 +32,24 @@ import numpy as np
 from rdkit import Chem
 
 from distgfn.chem.blocks import Blocks
+from distgfn.core import PARENTS
 
 DTYPE = np.int16
 
 
+def fragment_env(data_dir: str | None = None, min_fragments: int = 2, max_fragments: int = 8) -> "FragmentEnv":
+    """The paper's environment over its 105 blocks (blocks_PDB_105.json in the sEH data)."""
+    from distgfn import data
+    from distgfn.chem.blocks import load_blocks
+
+    directory = data.require("seh", data.data_dir("seh", data_dir), ["blocks_PDB_105.json"])
+    return FragmentEnv(load_blocks(directory / "blocks_PDB_105.json"), min_fragments, max_fragments)
+
+
 class FragmentEnv:
+    capabilities = frozenset({PARENTS})
+    default_model = "fragment_gnn"
+    evaluator = "distgfn.chem.evaluation:MoleculeEvaluator"
     # Masks follow from a state row (FragmentGNN.masks rebuilds them), so training batches and
     # replay records leave them out: 5041 bits a state would dwarf the rest of a record.
     masks_from_features = True

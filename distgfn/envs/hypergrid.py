@@ -11,11 +11,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from distgfn.core import ENUMERABLE, PARENTS
+
 
 class HyperGrid:
-    def __init__(self, ndim: int, height: int, terminate_at_edge: bool = False):
-        if ndim < 1 or height < 2:
-            raise ValueError(f"HyperGrid needs ndim >= 1 and height >= 2; got ndim={ndim}, height={height}")
+    capabilities = frozenset({PARENTS, ENUMERABLE})
+
+    def __init__(self, ndim: int = 2, height: int = 8, terminate_at_edge: bool = False):
+        if not isinstance(ndim, int) or not isinstance(height, int) or ndim < 1 or height < 2:
+            raise ValueError(f"HyperGrid needs integers ndim >= 1 and height >= 2; got ndim={ndim!r}, height={height!r}")
+        if height ** ndim > 10_000_000:
+            raise ValueError(f"HyperGrid of {height}**{ndim} cells is too large to evaluate exactly (at most 10,000,000)")
         self.ndim = ndim
         self.height = height
         self.terminate_at_edge = terminate_at_edge
@@ -23,6 +29,7 @@ class HyperGrid:
         self.stop_action = ndim
         self.max_steps = ndim * (height - 1) + 1
         self.width = ndim + 1
+        self.feature_sizes = [height] * ndim
         self._unit = np.eye(ndim, dtype=np.int64)
 
     def initial_states(self, n: int) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Rewards score a batch of terminal states; `score_objects` checks what they return.
 
-A reward returns either an array of R(x) (HyperGrid), or `Scores` when its oracle can fail on
-some objects (a molecule that docking cannot prepare). An object fails when the oracle says
+`make_reward` wraps the configured reward object (`distgfn.core.Reward`, scoring by key) or
+its remote oracle into a `RewardFn` on states, which returns `Scores`: R(x), the oracle's own
+output and an error per object (a molecule that docking cannot prepare). An object fails when the oracle says
 so, when its R(x) is NaN, infinite or not positive, or when the reward raises on it (a batch
 that raises is scored again object by object to find which). Failed objects are recorded with
 their key and the reason, counted, and left out of training, never given a made-up reward;
@@ -51,12 +52,15 @@ class Scores:
         return np.array([e is not None for e in self.errors], dtype=bool)
 
 
-class Reward(Protocol):
+class RewardFn(Protocol):
+    """What rollout workers call: the reward of terminal states (wrappers add a cache, a pool,
+    waiting out an unavailable service)."""
+
     def __call__(self, states: np.ndarray) -> np.ndarray | Scores:
         """R(x) > 0 for n terminal states, as an (n,) array or as Scores."""
 
 
-def score_objects(reward: Reward, states: np.ndarray, keys, beta: float = 1.0) -> tuple[np.ndarray, Scores]:
+def score_objects(reward: RewardFn, states: np.ndarray, keys, beta: float = 1.0) -> tuple[np.ndarray, Scores]:
     """(beta * log R(x), the scores), with NaN log rewards and an error for each failed object."""
     out = call_reward(reward, states)
     value = np.asarray(out.reward, dtype=np.float64)
@@ -64,14 +68,14 @@ def score_objects(reward: Reward, states: np.ndarray, keys, beta: float = 1.0) -
         raise RewardError(f"reward returned shape {value.shape} for {len(states)} objects")
     for i in np.flatnonzero((~np.isfinite(value) | (value <= 0)) & ~out.failed):
         what = "not finite" if not np.isfinite(value[i]) else "not positive"
-        out.errors[i] = f"reward is {what}: R={value[i]!r}"
+        out.errors[i] = f"reward is {what}: R={float(value[i])!r}"
     failed = out.failed
     with np.errstate(invalid="ignore"):
         log_r = np.where(failed, np.nan, beta * np.log(np.where(failed, 1.0, value)))
     return log_r, out
 
 
-def call_reward(reward: Reward, states: np.ndarray) -> Scores:
+def call_reward(reward: RewardFn, states: np.ndarray) -> Scores:
     """The reward's Scores; a batch that raises is scored again object by object, and an
     object that raises alone fails with the exception as its error."""
     try:
@@ -93,7 +97,7 @@ def as_scores(out) -> Scores:
     return Scores(raw, raw, [None] * len(raw))
 
 
-def log_rewards(reward: Reward, states: np.ndarray, keys, beta: float = 1.0) -> np.ndarray:
+def log_rewards(reward: RewardFn, states: np.ndarray, keys, beta: float = 1.0) -> np.ndarray:
     """beta * log R(x) for rewards that must never fail an object; a failure is a RewardError."""
     log_r, scores = score_objects(reward, states, keys, beta)
     failed = scores.failed
@@ -133,22 +137,15 @@ def report_failures(sampled, env, window: FailureWindow) -> None:
     window.add(sampled.errors, sampled.objects, env.keys)
 
 
-def make_reward(cfg: Config, env) -> Reward:
-    r = cfg.reward
-    if r.mode == "remote":
-        from distgfn.rewards.remote import remote_reward
+def make_reward(cfg: Config, env) -> RewardFn:
+    """The configured reward as a callable on terminal states: the reward object built here
+    (inline; also what each pool worker runs), or the client of its remote oracles."""
+    from distgfn import tasks
+    from distgfn.rewards.remote import OracleReward, remote_oracle
 
-        reward = remote_reward(cfg, env)
-    elif r.name == "hypergrid":
-        from distgfn.rewards.hypergrid import HyperGridReward
-
-        reward = HyperGridReward(env.height, r.r0, r.r1, r.r2)
-    else:
-        from distgfn.rewards.molecules import make_oracle
-        from distgfn.rewards.remote import OracleReward
-
-        reward = OracleReward(env, *make_oracle(cfg))
-    return Delayed(reward, r.latency_ms / 1000) if r.latency_ms > 0 else reward
+    oracle = remote_oracle(cfg) if cfg.reward.mode == "remote" else tasks.make_oracle(cfg, env)
+    reward = OracleReward(env, oracle, tasks.to_reward(tasks.reward_factory(cfg)))
+    return Delayed(reward, cfg.reward.latency_ms / 1000) if cfg.reward.latency_ms > 0 else reward
 
 
 class Delayed:
@@ -156,7 +153,7 @@ class Delayed:
 
     It waits rather than computes, like a process waiting on a docking server."""
 
-    def __init__(self, reward: Reward, seconds: float):
+    def __init__(self, reward: RewardFn, seconds: float):
         self.reward, self.seconds = reward, seconds
 
     def __call__(self, states: np.ndarray) -> np.ndarray | Scores:

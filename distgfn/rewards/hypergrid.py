@@ -21,17 +21,24 @@ class HyperGridReward:
 
 
 class HyperGridOracle:
-    """The HyperGrid reward behind `distgfn serve-reward --reward hypergrid`: keys are cells
-    written "x1,x2,..." (the env's keys)."""
+    """The built-in reward `hypergrid`, scoring cells by key "x1,x2,..." (the env's keys), the
+    same object inline, in the reward pool and behind `distgfn serve-reward --reward hypergrid`."""
 
-    def __init__(self, height: int, r0: float = 0.1, r1: float = 0.5, r2: float = 2.0):
-        self.reward = HyperGridReward(height, r0, r1, r2)
+    scores_env = "hypergrid"
+
+    def __init__(self, env, r0: float = 0.1, r1: float = 0.5, r2: float = 2.0):
+        if not r0 > 0 or not r1 >= 0 or not r2 >= 0:
+            raise ValueError(f"the HyperGrid reward needs r0 > 0, r1 >= 0, r2 >= 0; got r0={r0}, r1={r1}, r2={r2}")
+        self.ndim = env.ndim
+        self.reward = HyperGridReward(env.height, r0, r1, r2)
 
     def score(self, keys: list[str]) -> tuple[np.ndarray, list]:
         raw, errors = np.full(len(keys), np.nan), [None] * len(keys)
         for i, key in enumerate(keys):
             try:
                 cell = np.array([int(v) for v in key.split(",")] + [1])
+                if len(cell) != self.ndim + 1:
+                    raise ValueError(f"not {self.ndim} coordinates")
                 if (cell[:-1] < 0).any() or (cell[:-1] >= self.reward.height).any():
                     raise ValueError(f"outside the grid of side {self.reward.height}")
             except ValueError as e:

@@ -8,63 +8,52 @@
 The policy is trained towards R(x) ** reward.beta. An oracle scores canonical SMILES (the
 fragment env's keys) and reports a molecule it cannot score (docking preparation failed,
 say) with an error: the molecule is recorded and left out of training, never scored as zero.
-`rewards.remote.OracleReward` turns an oracle and its transform into a reward, whether the
-oracle runs here or behind `distgfn serve-reward` (reward.mode remote).
+Each is a reward object (distgfn.core.Reward) found through distgfn.tasks.REWARDS; the same
+object runs inline, in the reward pool, or behind `distgfn serve-reward` (reward.mode remote).
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 
-from distgfn.config import Config
+from distgfn import data
+from distgfn.chem.proxy import ProxyScorer
+from distgfn.chem.scores import QEDScorer, SAScorer, sa_reward
 
 MIN_REWARD = 1e-4
 
 
-def make_oracle(cfg: Config):
-    """(oracle, transform) for reward.name; the oracle has score(smiles) -> (raw, errors)."""
-    from distgfn import data
+class SEHProxy(ProxyScorer):
+    """`seh_proxy`: the paper's sEH binding proxy."""
 
-    name = cfg.reward.name
-    if name == "seh_proxy":
-        from distgfn.chem.proxy import ProxyScorer
+    scores_env = "fragments"
+    cache_size = 100_000
 
-        return ProxyScorer(data.data_dir("seh", cfg.data.dir)), make_transform(name)
-    if name == "vina_seh":
-        from distgfn.chem.docking import VinaDocker
+    def __init__(self, data_dir: str | None = None):
+        super().__init__(data.data_dir("seh", data_dir))
 
-        docker = VinaDocker(data.data_dir("seh", cfg.data.dir), exhaustiveness=cfg.reward.exhaustiveness,
-                            max_evals=cfg.reward.max_evals, seed=cfg.seed)
-        return docker, make_transform(name)
-    if name == "qed":
-        from distgfn.chem.scores import QEDScorer
-
-        return QEDScorer(), make_transform(name)
-    if name == "sa":
-        from distgfn.chem.scores import SAScorer
-
-        return SAScorer(), make_transform(name)
-    raise ValueError(f"unknown molecule reward {name!r}")
+    @staticmethod
+    def to_reward(raw: np.ndarray) -> np.ndarray:
+        return np.clip(raw / 8.0, MIN_REWARD, 100.0)
 
 
-def make_transform(name: str) -> Callable[[np.ndarray], np.ndarray]:
-    """raw oracle output -> R(x) > 0, for reward.name (see the table at the top)."""
-    if name == "seh_proxy":
-        return proxy_reward
-    if name == "vina_seh":
-        from distgfn.chem.docking import reward_from_score
+class QED(QEDScorer):
+    """`qed`: drug-likeness."""
 
-        return reward_from_score
-    if name == "qed":
-        return lambda qed: np.maximum(qed, MIN_REWARD)
-    if name == "sa":
-        from distgfn.chem.scores import sa_reward
+    scores_env = "fragments"
+    cache_size = 100_000
 
-        return lambda sa: np.maximum(sa_reward(sa), MIN_REWARD)
-    raise ValueError(f"unknown molecule reward {name!r}")
+    @staticmethod
+    def to_reward(raw: np.ndarray) -> np.ndarray:
+        return np.maximum(raw, MIN_REWARD)
 
 
-def proxy_reward(proxy: np.ndarray) -> np.ndarray:
-    return np.clip(proxy / 8.0, MIN_REWARD, 100.0)
+class SA(SAScorer):
+    """`sa`: synthetic accessibility."""
+
+    scores_env = "fragments"
+    cache_size = 100_000
+
+    @staticmethod
+    def to_reward(raw: np.ndarray) -> np.ndarray:
+        return np.maximum(sa_reward(raw), MIN_REWARD)

@@ -3,12 +3,9 @@
     reward = OracleReward(env, oracle, transform)   # oracle.score(keys) -> (raw, errors)
     scores = reward(states)                           # R = transform(raw), per object
 
-With reward.mode remote the oracle is an `OracleClient` calling `distgfn serve-reward`
-servers (distgfn.oracle) and the transform stays with the trainer:
-
-    hypergrid   R = the oracle's output   keys "x1,x2,..."; serve-reward --reward hypergrid
-    custom      R = the oracle's output   a user's oracle: serve-reward --reward package.module:NAME
-    molecules   see rewards.molecules     keys are canonical SMILES
+The oracle is the reward object itself (reward.mode inline, and in each pool worker), or an
+`OracleClient` calling `distgfn serve-reward` servers (reward.mode remote, distgfn.oracle);
+the transform is the reward's declared `to_reward` and stays with the trainer.
 """
 
 from __future__ import annotations
@@ -49,25 +46,20 @@ class ObjectsRaised(RuntimeError):
     """The oracle raised on a batch: some object in it, not the service, is at fault."""
 
 
+class BadAnswer(ValueError):
+    """An oracle's answer has the wrong length or type: scored again object by object."""
+
+
 def score_keys(oracle, transform, keys: list[str]) -> Scores:
     raw, errors = oracle.score(keys)
     raw = np.asarray(raw, dtype=np.float64)
+    if raw.shape != (len(keys),) or len(errors) != len(keys):
+        raise BadAnswer(f"score() returned {raw.shape[0] if raw.ndim else 'a scalar'} values and {len(errors)} errors "
+                        f"for {len(keys)} keys")
     failed = np.array([e is not None for e in errors], dtype=bool)
     with np.errstate(invalid="ignore"):
         reward = np.where(failed, np.nan, transform(np.where(failed, 0.0, raw)))
-    return Scores(reward, raw, list(errors))
-
-
-def transform_for(name: str) -> Callable[[np.ndarray], np.ndarray]:
-    if name in ("hypergrid", "custom"):
-        return lambda r: r
-    from distgfn.rewards.molecules import make_transform
-
-    return make_transform(name)
-
-
-def remote_reward(cfg: Config, env) -> OracleReward:
-    return OracleReward(env, remote_oracle(cfg), transform_for(cfg.reward.name))
+    return Scores(reward, raw, [None if e is None else str(e) for e in errors])
 
 
 def remote_oracle(cfg: Config):
@@ -83,40 +75,23 @@ def remote_oracle(cfg: Config):
 
 
 def served_oracle(name: str, overrides: list[str]):
-    """The oracle `distgfn serve-reward --reward NAME` serves: a built-in reward's, or a user's
-    ("package.module:NAME": an object with score(keys) -> (raw, errors), or a callable taking no
-    arguments that returns one; its raw outputs are R(x), trained on with reward.name custom).
-    reward.latency_ms adds a wait per call."""
-    if ":" in name:
-        cfg = load_config(None, overrides)
-        oracle = import_oracle(name)
-    elif name == "hypergrid":
-        from distgfn.rewards.hypergrid import HyperGridOracle
+    """The reward object `distgfn serve-reward --reward NAME` serves: a built-in reward or a
+    user's (package.module:NAME), built with reward.options (and the env set by env.*, when
+    it asks for one). reward.latency_ms adds a wait per call."""
+    from distgfn import tasks
 
-        cfg = load_config(None, overrides)
-        oracle = HyperGridOracle(cfg.env.height, cfg.reward.r0, cfg.reward.r1, cfg.reward.r2)
-    else:
-        from distgfn.rewards.molecules import make_oracle
-
-        cfg = load_config(None, ["env.name=fragments", f"reward.name={name}", *overrides])
-        oracle, _ = make_oracle(cfg)
+    cfg = load_config(None, [f"reward.name={name}", *overrides])
+    env = tasks.make_env(cfg) if tasks.wants(tasks.reward_factory(cfg), "env") else None
+    oracle = tasks.make_oracle(cfg, env)
     return SlowOracle(oracle, cfg.reward.latency_ms / 1000) if cfg.reward.latency_ms > 0 else oracle
 
 
-def import_oracle(path: str):
-    import importlib
+class RemoteOnly:
+    """`custom`: R(x) is the raw output of a remote oracle that is not importable here."""
 
-    from distgfn.config import ConfigError
-
-    module_name, _, attr = path.partition(":")
-    try:
-        found = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as e:
-        raise ConfigError(f"--reward {path}: cannot import it ({type(e).__name__}: {e})") from None
-    oracle = found() if isinstance(found, type) or not hasattr(found, "score") else found
-    if not callable(getattr(oracle, "score", None)):
-        raise ConfigError(f"--reward {path}: {type(oracle).__name__} has no score(keys) method")
-    return oracle
+    def __init__(self):
+        raise ValueError("reward.name custom stands for a remote oracle's raw output; it needs reward.mode remote "
+                         "(or name the reward by its import path, package.module:NAME)")
 
 
 class SlowOracle:
