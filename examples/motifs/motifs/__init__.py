@@ -1,0 +1,1 @@
+"""An example distgfn task outside the package: see motifs.task."""

@@ -1,0 +1,81 @@
+"""Plugins that break the protocols on purpose, for the bad-input tests (tests/test_plugins.py).
+
+Importable as `fault_plugins` because pytest puts tests/ on sys.path; used in-process only
+(serial runtime, `distgfn check`), never by Ray workers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from motifs.task import Sequences
+
+from distgfn.core import ENUMERABLE
+
+
+class NoScore:
+    """A reward without score()."""
+
+    def __call__(self, keys):
+        return keys
+
+
+class HalfEnv:
+    """An env missing most of the protocol."""
+
+    n_actions = 2
+
+    def initial_states(self, n):
+        return np.zeros((n, 1), np.int64)
+
+
+class WrongParents(Sequences):
+    """parents() names the wrong action for every grown state."""
+
+    def parents(self, states):
+        parent, actions, child = super().parents(states)
+        grown = actions != self.stop
+        actions[grown] = (actions[grown] + 1) % len(self.alphabet)
+        return parent, actions, child
+
+
+class NeverStops(Sequences):
+    """Claims max_steps shorter than its sequences need."""
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.max_steps = self.min_length - 1
+
+
+class NoParents(Sequences):
+    """A tree-shaped env that declares no parents: TB and DB train on it, FM refuses it."""
+
+    capabilities = frozenset({ENUMERABLE})
+
+
+class Flaky:
+    """A HyperGrid reward that fails some objects in every way a user's reward can: raises,
+    NaN, a negative value, a wrong-length answer (for a batch holding cell 3,3)."""
+
+    def score(self, keys):
+        if any(k == "3,3" for k in keys):
+            return np.ones(len(keys) - 1), [None] * (len(keys) - 1)
+        raw = []
+        for key in keys:
+            x, y = (int(v) for v in key.split(","))
+            if x == 1:
+                raise ZeroDivisionError(f"no reward at {key}")
+            raw.append(np.nan if y == 2 else -1.0 if y == 5 else 1.0 + x)
+        return np.array(raw), [None] * len(keys)
+
+
+class WrongShape(torch.nn.Module):
+    """A model whose output lacks the log F(s) column."""
+
+    def __init__(self, env):
+        super().__init__()
+        self.n_actions = env.n_actions
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, features):
+        return self.scale * torch.zeros(len(features), self.n_actions)
