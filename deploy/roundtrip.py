@@ -9,7 +9,9 @@
 4. a longer run submitted with `--no-wait`, stopped with `ray job stop` once it has a
    checkpoint, then resubmitted with `distgfn train --resume`; checks that its metrics
    continue without gaps or duplicates;
-5. stops the cluster (every process it started).
+5. a user's reward module that is installed nowhere, shipped with `--working-dir` and named
+   by import path: its rollout actors import it from the working directory;
+6. stops the cluster (every process it started).
 
 Prints each step and a final JSON line of figures (seconds from `ray start` to the first job's
 end, and the steps of the stop and resume). Exit status 0 when every check passed.
@@ -200,6 +202,39 @@ def stopped_and_resumed(head: HeadNode, work: Path) -> dict:
     return {"stopped_at_step": stopped_at, "rows_before_stop": len(rows_at_stop), "resumed_to_step": target}
 
 
+# A user's reward, written into a job's working directory and installed nowhere else.
+SHIPPED_REWARD = '''
+import numpy as np
+
+
+class Corner:
+    """R = high on the cell (0, 0), low elsewhere (HyperGrid keys "x1,x2")."""
+
+    def __init__(self, high=2.0, low=0.1):
+        self.high, self.low = high, low
+
+    def score(self, keys):
+        return np.array([self.high if k == "0,0" else self.low for k in keys]), [None] * len(keys)
+'''
+
+
+def shipped_plugin_job(head: HeadNode, work: Path) -> None:
+    """A job whose reward module lives only in its working directory (`ray job submit
+    --working-dir`): the driver and every Ray worker import it from there."""
+    ship = work / "user-job"
+    ship.mkdir(exist_ok=True)
+    (ship / "shipped_reward.py").write_text(SHIPPED_REWARD)
+    run3 = work / "job-3"
+    args = ["job", "submit", "--address", head.address, "--working-dir", str(ship), "--", sys.executable, "-m",
+            "distgfn", "train", str(REPO / "configs/hypergrid.yaml"), "--run-dir", str(run3), "--set",
+            "reward.name=shipped_reward:Corner", "--set", "reward.options={}", "--set", "learner.steps=100", *SMALL]
+    ray_cli(args, timeout_s=600)
+    rows = read_rows(run3)
+    if not rows or rows[-1]["step"] != 100 or rows[-1].get("modes_total") != 1:
+        raise RoundTripError(f"job 3 (shipped reward) did not train on the shipped reward: {rows[-1:]}")
+    print("roundtrip: job 3 trained with a reward module shipped only in its working directory", flush=True)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work-dir", type=Path, help="where run directories go (default: a new temporary directory)")
@@ -215,6 +250,7 @@ def main() -> int:
         figures = {"ray_start_to_first_job_done_s": round(first_job(head, work, started), 1)}
         checks_on_the_cluster(head)
         figures.update(stopped_and_resumed(head, work))
+        shipped_plugin_job(head, work)
     except (RoundTripError, subprocess.TimeoutExpired) as e:
         print(f"roundtrip: FAILED: {e}", file=sys.stderr)
         return 1

@@ -27,6 +27,8 @@ def test_ray_job_submit_round_trip_with_stop_and_resume(tmp_path):
     last = figures["resumed_to_step"]
     assert figures["stopped_at_step"] >= 200 and steps == sorted({*range(50, last + 1, 50), last})
     assert (tmp_path / "job-2" / "model.pt").exists()
+    shipped = read_metrics(tmp_path / "job-3" / "metrics.jsonl")
+    assert shipped[-1]["step"] == 100 and shipped[-1]["modes_total"] == 1, "trained on the reward shipped as a module"
 
 
 def manifests() -> list[dict]:
