@@ -6,7 +6,7 @@
 
 reward: grid_reward:Diagonal (examples/grid_reward) on the built-in 2-D HyperGrid, trained
 inline in the serial runtime, inline on Ray, in Ray's reward pool, and behind
-`distgfn serve-reward` (a real gRPC server on 127.0.0.1, serial runtime); after each run
+`distgfn serve-reward` (a real gRPC server on 127.0.0.1; serial and Ray runtimes); after each run
 `distgfn sample` draws N objects and the script prints the empirical L1 between their
 frequencies and R(x)/Z, with the run's own l1_exact.
 motifs: the example task (examples/motifs) in both runtimes; prints l1_exact after training.
@@ -55,14 +55,17 @@ def serve() -> tuple[subprocess.Popen, str]:
     return proc, line.strip().rsplit(" ", 1)[-1]
 
 
-def reward_modes(steps: int, samples: int) -> None:
+def reward_modes(steps: int, samples: int, only: list[str] | None = None) -> None:
     config = str(REPO / "examples/grid_reward/config.yaml")
     modes = [("inline, serial", ["runtime=serial"]), ("inline, ray", ["runtime=ray"]),
              ("pool, ray", ["runtime=ray", "actors.num=1", "reward.mode=pool", "reward.workers=1",
                             "reward.cpus_per_worker=0.5"]),
-             ("remote, serial", ["runtime=serial", "reward.mode=remote"])]
+             ("remote, serial", ["runtime=serial", "reward.mode=remote"]),
+             ("remote, ray", ["runtime=ray", "reward.mode=remote"])]
     print(f"grid_reward:Diagonal on the 2-D HyperGrid (8x8), {steps} updates of 16, then {samples:,} samples")
     for name, sets in modes:
+        if only and name.split(",")[0] not in only:
+            continue
         with tempfile.TemporaryDirectory() as tmp:
             run, server = Path(tmp) / "run", None
             if "reward.mode=remote" in sets:
@@ -72,12 +75,13 @@ def reward_modes(steps: int, samples: int) -> None:
             try:
                 distgfn("train", config, "--run-dir", str(run), "--set", f"learner.steps={steps}",
                         *[a for s in sets for a in ("--set", s)])
+                train_s = time.perf_counter() - start
+                # `sample` scores what it draws with the run's reward: the oracle too, in remote mode.
+                distgfn("sample", str(run), "-n", str(samples), "--out", str(Path(tmp) / "samples.jsonl"))
             finally:
                 if server is not None:
                     server.terminate()
                     server.wait(timeout=30)
-            train_s = time.perf_counter() - start
-            distgfn("sample", str(run), "-n", str(samples), "--out", str(Path(tmp) / "samples.jsonl"))
             row = last_row(run)
             print(f"  {name:15s} l1_exact {row['l1_exact']:.4f}  empirical L1 of {samples:,} samples "
                   f"{empirical_l1(Path(tmp) / 'samples.jsonl'):.4f}  modes {row['modes_found']}/{row['modes_total']}  "
@@ -102,9 +106,10 @@ def main() -> None:
     p.add_argument("what", choices=["reward", "motifs"])
     p.add_argument("--steps", type=int)
     p.add_argument("--samples", type=int, default=50_000)
+    p.add_argument("--modes", nargs="+", choices=["inline", "pool", "remote"], help="reward: only these modes")
     args = p.parse_args()
     if args.what == "reward":
-        reward_modes(args.steps or 2000, args.samples)
+        reward_modes(args.steps or 2000, args.samples, args.modes)
     else:
         motifs(args.steps or 3000)
 

@@ -16,6 +16,8 @@ and parents overlap heavily, so this halves the learner's work on HyperGrid), an
     first        (N,)       the row is s_0
     terminal     (N,)       the row is the terminal state
     n_parents    (N,)       number of (parent, action) pairs into the state (0 for s_0)
+    log_pb       (N,)       log P_B(previous state | state), 0 for s_0; only for an env with a
+                            backward policy (else P_B is uniform over n_parents)
   with parents (flow matching only):
     parent_row   (P,)       row in feats of every parent of every non-initial state
     parent_action (P,)      the action from that parent
@@ -28,13 +30,13 @@ import numpy as np
 import torch
 
 from distgfn import wire
-from distgfn.core import PARENTS
+from distgfn.core import BACKWARD_POLICY, PARENTS
 from distgfn.sampling import Trajectories
 from distgfn.tasks import has
 
 # Index fields and the count their values are offsets into, for stacking batches.
 INDEX_FIELDS = {"traj": "log_reward", "row": "feats", "parent_row": "feats", "parent_of": "row"}
-STATE_FIELDS = ("row", "masks", "action", "traj", "first", "terminal", "n_parents")
+STATE_FIELDS = ("row", "masks", "action", "traj", "first", "terminal", "n_parents", "log_pb")
 PARENT_FIELDS = ("parent_row", "parent_action", "parent_of")
 
 
@@ -64,11 +66,21 @@ def build_batch(env, trajs: Trajectories, log_reward: np.ndarray, with_parents: 
         "terminal": env.is_terminal(states),
         "n_parents": n_parents,
     }
+    if has(env, BACKWARD_POLICY):
+        batch["log_pb"] = backward_log_probs(env, states, action, first)
     if not getattr(env, "masks_from_features", False):
         batch["masks"] = env.masks(states)
     if with_parents:
         batch.update(parent_row=rows[len(states) :], parent_action=parent_action, parent_of=parent_of)
     return batch
+
+
+def backward_log_probs(env, states: np.ndarray, action: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """log P_B of the step into each row from the row before it (trajectory-ordered rows)."""
+    later = np.flatnonzero(~first)
+    out = np.zeros(len(states), dtype=np.float32)
+    out[later] = env.backward_log_probs(states[later - 1], action[later - 1], states[later])
+    return out
 
 
 def unique_rows(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -135,6 +147,8 @@ def pack_record(part: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     record = {"log_reward": part["log_reward"], "feats": part["feats"].astype(smallest_int(part["feats"]))}
     if "masks" in part:
         record.update(masks=np.packbits(part["masks"].ravel()), mask_width=np.int32(n_actions))
+    if "log_pb" in part:
+        record["log_pb"] = part["log_pb"].astype(np.float32, copy=False)
     for name, bound in bounds.items():
         if name in part:
             record[name] = part[name].astype(int_dtype(-1, bound), copy=False)

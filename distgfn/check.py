@@ -32,19 +32,21 @@ def check(cfg: Config, run_dir: str = "RUN_DIR") -> list[str]:
     caps = ", ".join(sorted(tasks.capabilities(task.env))) or "none"
     lines.append(f"env: {cfg.env.name} passed the consistency check (capabilities: {caps}); "
                  f"model: {type(task.model).__name__}, {sum(p.numel() for p in task.model.parameters()):,} parameters")
-    lines.append(check_reward(cfg, task.env))
+    lines.append(check_reward(cfg, task))
     lines.append(check_checkpoints(cfg, run_dir))
     lines += check_placement(cfg, cluster_resources(cfg))
     return lines
 
 
-def check_reward(cfg: Config, env) -> str:
+def check_reward(cfg: Config, task) -> str:
+    """Scores a few random objects with the task's reward (built by tasks.build)."""
     if cfg.reward.mode == "remote":
         return check_oracles(cfg)
     from distgfn.rewards import make_reward, score_objects
 
+    env = task.env
     try:
-        reward = make_reward(cfg, env)
+        reward = make_reward(cfg, env, task.reward)
         states = random_objects(env, 4)
         _, scores = score_objects(reward, states, env.keys, cfg.reward.beta)
     except Exception as e:  # any failure to build or call a reward is what this check reports

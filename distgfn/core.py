@@ -33,7 +33,8 @@ Weights = dict[str, np.ndarray]
 # Optional environment capabilities, declared in `Env.capabilities`.
 PARENTS = "parents"  # parents(states): flow matching needs it; TB and DB use it for P_B
 ENUMERABLE = "enumerable"  # every state is reachable from s0 in a small set: exact evaluation
-CAPABILITIES = (PARENTS, ENUMERABLE)
+BACKWARD_POLICY = "backward_policy"  # backward_log_probs(): TB and DB use it instead of a uniform P_B
+CAPABILITIES = (PARENTS, ENUMERABLE, BACKWARD_POLICY)
 
 
 @runtime_checkable
@@ -95,6 +96,13 @@ class EnvWithParents(Env, Protocol):
         capability the DAG must be a tree (each state has one parent, P_B = 1): flow matching
         refuses such an env, TB and DB train on it.
         """
+
+
+class EnvWithBackwardPolicy(Env, Protocol):
+    def backward_log_probs(self, parents: np.ndarray, actions: np.ndarray, states: np.ndarray) -> np.ndarray:
+        """(n,) log P_B(parent | state) of each transition step(parent, action) == state. Over
+        the parents of one state the probabilities sum to 1. Without this capability P_B is
+        uniform over the parents (1 in a tree)."""
 
 
 @runtime_checkable

@@ -5,8 +5,9 @@ before any actor starts.
 
 Trajectories of a uniformly random policy are rolled out and every visited state is checked
 against the protocol (distgfn.core.Env): shapes and dtypes, masks that the step accepts,
-termination within max_steps, parents that invert the step (when declared), keys that are
-strings, stable and one per object, featurize with one shape and dtype, JSON objects.
+termination within max_steps, parents that invert the step and a backward policy that sums
+to 1 over them (when declared), keys that are strings, stable and one per object, featurize
+with one shape and dtype, JSON objects.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 
 import numpy as np
 
-from distgfn.core import PARENTS
+from distgfn.core import BACKWARD_POLICY, PARENTS
 
 
 def check_env(env, n: int = 64, seed: int = 0) -> list[str]:
@@ -27,8 +28,11 @@ def check_env(env, n: int = 64, seed: int = 0) -> list[str]:
     problems = []
     for check in (check_masks, check_features, check_keys):
         problems += check(env, visited)
-    if PARENTS in frozenset(getattr(env, "capabilities", ())):
+    declared = frozenset(getattr(env, "capabilities", ()))
+    if PARENTS in declared:
         problems += check_parents(env, states, actions)
+    if BACKWARD_POLICY in declared:
+        problems += check_backward_policy(env, states, actions, PARENTS in declared)
     return problems
 
 
@@ -157,6 +161,25 @@ def check_parents(env, befores: list, actions: list) -> list[str]:
             if (i, before[i].tobytes(), int(action[i])) not in listed:
                 return [f"parents: {after[i].tolist()} was reached from {before[i].tolist()} by action {action[i]}, "
                         f"which parents() does not list"]
+    return []
+
+
+def check_backward_policy(env, befores: list, actions: list, with_parents: bool) -> list[str]:
+    """log P_B is finite and <= 0 on the steps taken; with parents, it sums to 1 over them."""
+    for before, action in zip(befores, actions):
+        after = env.step(before, action)
+        log_pb = np.asarray(env.backward_log_probs(before, action, after), dtype=np.float64)
+        if log_pb.shape != (len(after),) or not (np.isfinite(log_pb) & (log_pb <= 1e-6)).all():
+            return [f"backward_log_probs must give one finite log-probability <= 0 per step; got {log_pb[:4].tolist()} "
+                    f"for {example(after)}"]
+        if with_parents:
+            parents, parent_actions, child = env.parents(after)
+            total = np.bincount(child, np.exp(env.backward_log_probs(parents, parent_actions, after[child])),
+                                minlength=len(after))
+            wrong = np.abs(total - 1) > 1e-4
+            if wrong.any():
+                return [f"backward_log_probs over the parents of {example(after[wrong])} sum to "
+                        f"{total[wrong][0]:.4f}, not 1"]
     return []
 
 

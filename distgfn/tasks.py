@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from distgfn.config import Config, ConfigError
-from distgfn.core import CAPABILITIES, PARENTS, Env, Reward
+from distgfn.core import BACKWARD_POLICY, CAPABILITIES, PARENTS, Env, EnvWithBackwardPolicy, EnvWithParents, Reward
 from distgfn.data import DataError
 
 ENVS = {
@@ -68,7 +68,7 @@ def load(path: str) -> Any:
         raise ValueError(f"{path!r} is not an import path package.module:NAME")
     try:
         found = importlib.import_module(module_name)
-    except ImportError as e:
+    except Exception as e:  # a user's module may raise anything while it imports (SyntaxError too)
         raise ValueError(f"module {module_name} does not import ({type(e).__name__}: {e})") from None
     for part in attr.split("."):
         if not hasattr(found, part):
@@ -131,18 +131,27 @@ def make_env(cfg: Config) -> Env:
     return env
 
 
+def protocol_members(protocol) -> tuple[list[str], list[str]]:
+    """(methods, attributes) that a typing.Protocol class declares itself."""
+    methods = [n for n, v in vars(protocol).items() if callable(v) and not n.startswith("_")]
+    return methods, list(vars(protocol).get("__annotations__", {}))
+
+
 def check_env_protocol(name: str, env) -> None:
-    missing = [m for m in ("initial_states", "masks", "step", "is_terminal", "featurize", "keys", "objects")
-               if not callable(getattr(env, m, None))]
-    missing += [a for a in ("n_actions", "max_steps") if not isinstance(getattr(env, a, None), (int, np.integer))]
+    """The env has every member of distgfn.core.Env (integers for its sizes)."""
+    methods, sizes = protocol_members(Env)
+    missing = [m for m in methods if not callable(getattr(env, m, None))]
+    missing += [a for a in sizes if not isinstance(getattr(env, a, None), (int, np.integer))]
     if missing:
         raise PluginError(f"env.name: {name} ({type(env).__name__}) lacks {', '.join(missing)} of the env protocol "
                           f"(distgfn.core.Env)")
     unknown = set(capabilities(env)) - set(CAPABILITIES)
     if unknown:
         raise PluginError(f"env.name: {name} declares unknown capabilities {sorted(unknown)} (known: {', '.join(CAPABILITIES)})")
-    if PARENTS in capabilities(env) and not callable(getattr(env, "parents", None)):
-        raise PluginError(f"env.name: {name} declares capability 'parents' but has no parents(states) method")
+    for capability, protocol in ((PARENTS, EnvWithParents), (BACKWARD_POLICY, EnvWithBackwardPolicy)):
+        missing = [m for m in protocol_members(protocol)[0] if not callable(getattr(env, m, None))]
+        if capability in capabilities(env) and missing:
+            raise PluginError(f"env.name: {name} declares capability {capability!r} but has no {missing[0]}() method")
 
 
 def capabilities(env) -> frozenset:
@@ -169,7 +178,7 @@ def make_oracle(cfg: Config, env=None) -> Reward:
             raise PluginError(f"reward.options: {r.name} is an object, not a class or function; it takes no options")
         return factory  # an instance at module level: used as it is
     oracle = construct("reward", r.name, factory, r.options, context(cfg, env))
-    if not callable(getattr(oracle, "score", None)):
+    if not isinstance(oracle, Reward):  # runtime_checkable: it has every method of core.Reward
         raise PluginError(f"reward.name: {r.name} ({type(oracle).__name__}) has no score(keys) method "
                           f"(distgfn.core.Reward)")
     return oracle
@@ -185,14 +194,14 @@ def identity(raw: np.ndarray) -> np.ndarray:
 
 
 def check_pairing(cfg: Config) -> None:
-    """The one place that checks a reward scores the configured env (when it declares one)."""
+    """The one place that checks a reward scores the configured env, when the reward declares
+    one (`scores_env`): the env must be that one, or a subclass of it."""
     wanted = getattr(reward_factory(cfg), "scores_env", None)
-    if wanted is not None and resolve_quietly(wanted, ENVS) != resolve_quietly(cfg.env.name, ENVS):
+    if wanted is None:
+        return
+    expected, have = find("reward.scores_env", wanted, ENVS), find("env.name", cfg.env.name, ENVS)
+    if have is not expected and not (isinstance(have, type) and isinstance(expected, type) and issubclass(have, expected)):
         raise PluginError(f"reward.name {cfg.reward.name!r} scores env {wanted!r}, not env.name {cfg.env.name!r}")
-
-
-def resolve_quietly(name: str, table: dict[str, str]) -> str:
-    return table.get(name, name)
 
 
 # Models.

@@ -1,4 +1,4 @@
-"""Plugins that break the protocols on purpose, for the bad-input tests (tests/test_plugins.py).
+"""Plugins for tests/test_plugins.py: most break the protocols on purpose (bad input).
 
 Importable as `fault_plugins` because pytest puts tests/ on sys.path; used in-process only
 (serial runtime, `distgfn check`), never by Ray workers.
@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from motifs.task import Sequences
 
-from distgfn.core import ENUMERABLE
+from distgfn.core import BACKWARD_POLICY, ENUMERABLE, PARENTS
+from distgfn.envs.hypergrid import HyperGrid
 
 
 class NoScore:
@@ -79,3 +80,31 @@ class WrongShape(torch.nn.Module):
 
     def forward(self, features):
         return self.scale * torch.zeros(len(features), self.n_actions)
+
+
+class Plain(Sequences):
+    """An env that declares no capability: TB trains on it, metrics are empirical."""
+
+    capabilities = frozenset()
+
+
+class TiltedGrid(HyperGrid):
+    """HyperGrid with a backward policy: a cell goes back along axis 0 three times as often as
+    along any other axis (the stop step has one parent)."""
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.capabilities = frozenset({PARENTS, ENUMERABLE, BACKWARD_POLICY})
+
+    def backward_log_probs(self, parents, actions, states):
+        x = states[:, :-1]
+        weights = (x > 0) * np.where(np.arange(self.ndim) == 0, 3.0, 1.0)
+        grow = actions != self.stop_action
+        p = np.ones(len(states))
+        p[grow] = weights[grow, actions[grow]] / weights[grow].sum(axis=1)
+        return np.log(p)
+
+
+class UnnormalizedBackward(TiltedGrid):
+    def backward_log_probs(self, parents, actions, states):
+        return np.zeros(len(states))

@@ -72,3 +72,10 @@ def test_reward_matches_the_paper_formula():
     cells = np.array([[0, 0, 1], [1, 6, 1], [0, 7, 1], [3, 4, 1], [1, 0, 1]])
     # |x/7 - 0.5|: 0 -> 0.5 (outer), 1 and 6 -> 0.357 (outer and ring), 3, 4 -> 0.07.
     np.testing.assert_allclose(r(cells), [0.6, 2.6, 0.6, 0.1, 0.6])
+
+
+def test_only_grids_small_enough_to_enumerate_declare_it():
+    from distgfn.core import ENUMERABLE, PARENTS
+
+    assert HyperGrid(4, 8).capabilities == {PARENTS, ENUMERABLE}
+    assert HyperGrid(8, 20).capabilities == {PARENTS}, "20**8 cells: evaluated empirically, not refused"

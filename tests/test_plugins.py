@@ -42,6 +42,8 @@ BAD_INPUT = [
     (GRID_REWARD, ["reward.name=nowhere.at_all:Thing"],
      "reward.name: module nowhere.at_all does not import (ModuleNotFoundError: No module named 'nowhere')"),
     (GRID_REWARD, ["reward.name=grid_reward:Nope"], "reward.name: module grid_reward has no Nope"),
+    (GRID_REWARD, ["reward.name=fault_plugin_broken:Docking"],
+     "reward.name: module fault_plugin_broken does not import (RuntimeError: the docking licence file is missing)"),
     (GRID_REWARD, ["reward.name=fault_plugins:NoScore", "reward.options={}"],
      "reward.name: fault_plugins:NoScore (NoScore) has no score(keys) method"),
     (GRID_REWARD, ["reward.options.width=-1"],
@@ -60,6 +62,8 @@ BAD_INPUT = [
      "objective.name fm: flow matching needs the parents of each state, and env fault_plugins:NoParents declares "
      "no 'parents' capability"),
     (MOTIFS, ["model.name=motifs.task:nothing"], "model.name: module motifs.task has no nothing"),
+    (GRID_REWARD, ["env.name=fault_plugins:UnnormalizedBackward"],
+     "fails the consistency check: backward_log_probs over the parents of state [1, 1, 0] sum to 2.0000, not 1"),
     (MOTIFS, ["model.options.hidden=0"], "model: mlp(hidden=0, layers=2) raised ValueError: mlp needs hidden >= 1"),
     (MOTIFS, ["model.name=fault_plugins:WrongShape", "model.options={}"],
      "model: fault_plugins:WrongShape returned (2, 3) for 2 states; it must return (n, n_actions + 1) = (2, 4)"),
@@ -89,6 +93,34 @@ def test_tb_trains_an_env_without_parents(tmp_path):
     serial.train(cfg, tmp_path, progress=lambda row, total: None)
     rows = read_metrics(tmp_path / "metrics.jsonl")
     assert rows[-1]["step"] == 300 and rows[-1]["l1_exact"] < rows[0]["l1_exact"]
+
+
+def test_tb_uses_the_envs_backward_policy_in_batches_records_and_training(tmp_path):
+    from distgfn.batch import build_batch, read_record, split_batch, stack_batches, write_record
+    from distgfn.sampling import Trajectories
+    from fault_plugins import TiltedGrid
+
+    env = TiltedGrid(ndim=2, height=4)
+    # s0 -> (0,1) -> (1,1) -> stop: back from (1,1) along axis 0 has P_B = 3/4.
+    states = np.array([[[0, 0, 0], [0, 1, 0], [1, 1, 0], [1, 1, 1]]])
+    trajs = Trajectories(states, np.array([[1, 0, 2]]), np.array([3]))
+    batch = build_batch(env, trajs, np.zeros(1), with_parents=False)
+    np.testing.assert_allclose(batch["log_pb"], [0, 0, np.log(0.75), 0], atol=1e-6)
+    again = stack_batches([read_record(write_record("a", 0, 0.0, part)) for part in split_batch(batch)])
+    np.testing.assert_allclose(again["log_pb"], batch["log_pb"])
+    cfg = load_config(None, ["runtime=serial", "env.name=fault_plugins:TiltedGrid", "objective.name=tb", *SHORT])
+    serial.train(cfg, tmp_path, progress=lambda row, total: None)
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert rows[-1]["l1_exact"] < 0.5 * rows[0]["l1_exact"], [r["l1_exact"] for r in rows]
+
+
+def test_an_env_without_capabilities_gets_empirical_metrics(tmp_path):
+    cfg = load_config(MOTIFS, ["runtime=serial", "env.name=fault_plugins:Plain", "objective.name=tb", *SHORT])
+    serial.train(cfg, tmp_path, progress=lambda row, total: None)
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert "l1_exact" not in rows[-1] and rows[-1]["distinct_objects"] > 10
+    assert rows[-1]["log_reward_best"] == pytest.approx(np.log(1.05)), "a motif itself was sampled"
+    assert rows[-1]["log_reward_mean"] > rows[0]["log_reward_mean"], "TB moves towards the motifs"
 
 
 def test_a_user_reward_fails_objects_alone_in_every_way_it_can():

@@ -14,14 +14,16 @@ import numpy as np
 from distgfn.core import ENUMERABLE, PARENTS
 
 
-class HyperGrid:
-    capabilities = frozenset({PARENTS, ENUMERABLE})
+# Grids up to this many cells are evaluated exactly (l1_exact); larger ones empirically.
+MAX_EXACT_CELLS = 1_000_000
 
+
+class HyperGrid:
     def __init__(self, ndim: int = 2, height: int = 8, terminate_at_edge: bool = False):
         if not isinstance(ndim, int) or not isinstance(height, int) or ndim < 1 or height < 2:
             raise ValueError(f"HyperGrid needs integers ndim >= 1 and height >= 2; got ndim={ndim!r}, height={height!r}")
-        if height ** ndim > 10_000_000:
-            raise ValueError(f"HyperGrid of {height}**{ndim} cells is too large to evaluate exactly (at most 10,000,000)")
+        small = height ** ndim <= MAX_EXACT_CELLS
+        self.capabilities = frozenset({PARENTS, ENUMERABLE} if small else {PARENTS})
         self.ndim = ndim
         self.height = height
         self.terminate_at_edge = terminate_at_edge

@@ -17,6 +17,9 @@ def forward_log_probs(out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torc
     return log_pf.gather(1, batch["action"][moved][:, None]).squeeze(1)
 
 
-def uniform_backward_log_probs(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """log P_B(s_{t-1} | s_t) = -log(number of parents of s_t), for every non-initial row."""
+def backward_log_probs(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """log P_B(s_{t-1} | s_t) for every non-initial row: the env's backward policy when it has
+    one (batch field log_pb), else uniform, -log(number of parents of s_t)."""
+    if "log_pb" in batch:
+        return batch["log_pb"][~batch["first"]]
     return -torch.log(batch["n_parents"][~batch["first"]].float())

@@ -5,15 +5,16 @@ For every transition s -> s' of a sampled trajectory:
     L(s, s') = ( log F(s) + log P_F(s' | s) - log F(s') - log P_B(s | s') )^2
 
 where log F(s') is replaced by log R(x) when s' is the terminal state of object x. P_F is
-softmax of the model's logits over valid actions, P_B uniform over parents, log F(s) the
-model's last output. The batch loss is the mean over transitions.
+softmax of the model's logits over valid actions, P_B the env's backward policy or else
+uniform over parents, log F(s) the model's last output. The batch loss is the mean over
+transitions.
 """
 
 from __future__ import annotations
 
 import torch
 
-from distgfn.objectives.common import forward_log_probs, uniform_backward_log_probs
+from distgfn.objectives.common import forward_log_probs, backward_log_probs
 
 NEEDS_PARENTS = False
 
@@ -28,5 +29,5 @@ def loss(model, batch: dict[str, torch.Tensor], **_) -> torch.Tensor:
         batch["terminal"][after], batch["log_reward"][batch["traj"][after]], log_flow[after]
     )
     lhs = log_flow[moved] + forward_log_probs(out, batch)
-    rhs = end_flow + uniform_backward_log_probs(batch)
+    rhs = end_flow + backward_log_probs(batch)
     return (lhs - rhs).pow(2).mean()

@@ -5,14 +5,15 @@ For a complete trajectory tau = (s_0 -> s_1 -> ... -> s_n = x):
     L(tau) = ( log Z + sum_t log P_F(s_{t+1} | s_t) - log R(x) - sum_t log P_B(s_t | s_{t+1}) )^2
 
 with a learned scalar log Z, P_F = softmax of the model's logits over valid actions and
-P_B uniform over each state's parents. The batch loss is the mean over trajectories.
+P_B the env's backward policy, or else uniform over each state's parents. The batch loss is
+the mean over trajectories.
 """
 
 from __future__ import annotations
 
 import torch
 
-from distgfn.objectives.common import forward_log_probs, uniform_backward_log_probs
+from distgfn.objectives.common import forward_log_probs, backward_log_probs
 
 NEEDS_PARENTS = False
 
@@ -24,5 +25,5 @@ def loss(model, batch: dict[str, torch.Tensor], **_) -> torch.Tensor:
     not_first = ~batch["first"]
     zeros = torch.zeros(n_traj, device=out.device)
     sum_pf = zeros.index_add(0, batch["traj"][moved], forward_log_probs(out, batch))
-    sum_pb = zeros.index_add(0, batch["traj"][not_first], uniform_backward_log_probs(batch))
+    sum_pb = zeros.index_add(0, batch["traj"][not_first], backward_log_probs(batch))
     return (model.log_z + sum_pf - batch["log_reward"] - sum_pb).pow(2).mean()

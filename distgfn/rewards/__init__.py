@@ -137,13 +137,14 @@ def report_failures(sampled, env, window: FailureWindow) -> None:
     window.add(sampled.errors, sampled.objects, env.keys)
 
 
-def make_reward(cfg: Config, env) -> RewardFn:
-    """The configured reward as a callable on terminal states: the reward object built here
-    (inline; also what each pool worker runs), or the client of its remote oracles."""
+def make_reward(cfg: Config, env, oracle=None) -> RewardFn:
+    """The configured reward as a callable on terminal states: the reward object (`oracle` when
+    given, else built here: inline, and in each pool worker), or the client of its remote oracles."""
     from distgfn import tasks
     from distgfn.rewards.remote import OracleReward, remote_oracle
 
-    oracle = remote_oracle(cfg) if cfg.reward.mode == "remote" else tasks.make_oracle(cfg, env)
+    if oracle is None:
+        oracle = remote_oracle(cfg) if cfg.reward.mode == "remote" else tasks.make_oracle(cfg, env)
     reward = OracleReward(env, oracle, tasks.to_reward(tasks.reward_factory(cfg)))
     return Delayed(reward, cfg.reward.latency_ms / 1000) if cfg.reward.latency_ms > 0 else reward
 
