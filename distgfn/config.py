@@ -83,12 +83,9 @@ class DataConfig:
 @dataclass
 class ObjectiveConfig:
     name: Literal["fm", "tb", "db"] = "fm"
-    # FM: added inside both logs of the flow-matching loss.
-    eps: float = 2.5e-5
-    # FM: weight of terminal states' terms against interior ones.
-    leaf_coef: float = 1.0
-    # TB: learning rate of log Z (it wants a larger one than the network).
-    logz_lr: float = 0.1
+    # The objective's own options, declared by it (distgfn/objectives/<name>.py, Options):
+    # fm: eps (2.5e-5), leaf_coef (1.0); tb: logz_lr (0.1); db: none.
+    options: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -229,9 +226,6 @@ class Config:
 # (key, test, what must hold) for values whose type alone does not make them valid.
 RANGES = [
     ("reward.beta", lambda v: v > 0, "> 0"),
-    ("objective.eps", lambda v: v >= 0, ">= 0"),
-    ("objective.leaf_coef", lambda v: v > 0, "> 0"),
-    ("objective.logz_lr", lambda v: v > 0, "> 0"),
     ("sampler.batch_size", lambda v: v >= 1, ">= 1"),
     ("sampler.epsilon", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("sampler.temperature", lambda v: v > 0, "> 0"),
@@ -308,6 +302,7 @@ def from_dict(raw: dict) -> Config:
         if not ok(value):
             raise ConfigError(f"{key} must be {rule}; got {value!r}")
     check_modes(cfg)
+    objective_options(cfg)
     if cfg.eval.every % cfg.log.every:
         raise ConfigError(f"eval.every ({cfg.eval.every}) must be a multiple of log.every ({cfg.log.every})")
     if cfg.checkpoint.every % cfg.log.every:
@@ -330,6 +325,19 @@ def check_modes(cfg: Config) -> None:
         raise ConfigError("reward.mode pool needs runtime ray (reward actors); use inline or remote with runtime serial")
     if cfg.actors.autoscale and cfg.actors.max_num < cfg.actors.num:
         raise ConfigError(f"actors.max_num ({cfg.actors.max_num}) < actors.num ({cfg.actors.num}) with actors.autoscale")
+
+
+def objective_options(cfg: Config):
+    """The objective's typed Options from objective.options; errors name the key."""
+    from distgfn.objectives import OBJECTIVES
+
+    declared = OBJECTIVES[cfg.objective.name].Options
+    try:
+        return build_section(declared, cfg.objective.options, "objective.options.")
+    except ConfigError as e:
+        raise ConfigError(f"{e} (objective.name {cfg.objective.name})") from None
+    except ValueError as e:  # the objective's own check of its values
+        raise ConfigError(f"objective.options: {e}") from None
 
 
 def cache_size(cfg: Config) -> int:

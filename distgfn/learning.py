@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
 
 from distgfn.batch import to_torch
-from distgfn.config import Config
+from distgfn.config import Config, objective_options
 from distgfn.models import get_weights, pick_device
 from distgfn.objectives import OBJECTIVES
 from distgfn.objectives.common import masked_logits
@@ -20,20 +21,21 @@ class Learner:
         self.device = pick_device(cfg.learner.device)
         self.env = make_env(cfg)
         self.model = make_model(cfg, self.env).to(self.device)
+        self.options = objective_options(cfg)
         body = [p for name, p in self.model.named_parameters() if name != "log_z"]
+        logz_lr = getattr(self.options, "logz_lr", cfg.learner.lr)  # only TB trains log Z
         self.optimizer = torch.optim.Adam(
-            [{"params": body}, {"params": [self.model.log_z], "lr": cfg.objective.logz_lr}], lr=cfg.learner.lr
+            [{"params": body}, {"params": [self.model.log_z], "lr": logz_lr}], lr=cfg.learner.lr
         )
         self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: lr_factor(cfg.learner, step))
         self.objective = OBJECTIVES[cfg.objective.name]
         self.step = 0
 
     def update(self, batch) -> float:
-        o = self.cfg.objective
         batch = with_masks(self.model, to_torch(batch, self.device))
-        loss = self.objective.loss(self.model, batch, eps=o.eps, leaf_coef=o.leaf_coef)
+        loss = self.objective.loss(self.model, batch, **dataclasses.asdict(self.options))
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"{o.name} loss is {loss.item()} at learner step {self.step}")
+            raise FloatingPointError(f"{self.cfg.objective.name} loss is {loss.item()} at learner step {self.step}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

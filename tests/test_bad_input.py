@@ -116,3 +116,14 @@ def test_cli_reports_config_errors_without_a_traceback(tmp_path, capsys):
 def test_cli_sample_on_a_missing_run_is_a_clear_error(tmp_path, capsys):
     assert main(["sample", str(tmp_path / "nope"), "-n", "3"]) == 2
     assert "config.yaml not found" in capsys.readouterr().err
+
+
+def test_objective_options_are_the_objectives_own():
+    assert load_config(None, ["objective.name=tb", "objective.options.logz_lr=0.5"]).objective.options == {"logz_lr": 0.5}
+    with pytest.raises(ConfigError, match=r"unknown key 'objective.options.leaf_coef' \(known in objective.options: "
+                                          r"logz_lr\) \(objective.name tb\)"):
+        load_config(None, ["objective.name=tb", "objective.options.leaf_coef=3"])
+    with pytest.raises(ConfigError, match=r"objective.options: fm needs eps >= 0 and leaf_coef > 0; got eps=-1.0"):
+        load_config(None, ["objective.options.eps=-1"])
+    with pytest.raises(ConfigError, match=r"objective.options.leaf_coef must be float; got str 'abc'"):
+        load_config(None, ["objective.options.leaf_coef=abc"])

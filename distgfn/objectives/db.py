@@ -12,11 +12,18 @@ transitions.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from distgfn.objectives.common import forward_log_probs, backward_log_probs
 
 NEEDS_PARENTS = False
+
+
+@dataclass
+class Options:
+    """Detailed balance takes no options."""
 
 
 def loss(model, batch: dict[str, torch.Tensor], **_) -> torch.Tensor:

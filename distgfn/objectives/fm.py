@@ -12,12 +12,25 @@ leaf_coef * mean over terminal states of L + mean over the other non-initial sta
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 from distgfn.objectives.common import masked_logits
 
 NEEDS_PARENTS = True
+
+
+@dataclass
+class Options:
+    """objective.options of flow matching."""
+
+    eps: float = 2.5e-5  # added inside both logs
+    leaf_coef: float = 1.0  # weight of terminal states' terms (the original molecule runs used 10)
+
+    def __post_init__(self):
+        if self.eps < 0 or self.leaf_coef <= 0:
+            raise ValueError(f"fm needs eps >= 0 and leaf_coef > 0; got eps={self.eps}, leaf_coef={self.leaf_coef}")
 
 
 def loss(model, batch: dict[str, torch.Tensor], eps: float, leaf_coef: float = 1.0, **_) -> torch.Tensor:

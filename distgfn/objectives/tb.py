@@ -11,11 +11,24 @@ the mean over trajectories.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from distgfn.objectives.common import forward_log_probs, backward_log_probs
 
 NEEDS_PARENTS = False
+
+
+@dataclass
+class Options:
+    """objective.options of trajectory balance."""
+
+    logz_lr: float = 0.1  # learning rate of log Z (it wants a larger one than the network)
+
+    def __post_init__(self):
+        if self.logz_lr <= 0:
+            raise ValueError(f"tb needs logz_lr > 0; got {self.logz_lr}")
 
 
 def loss(model, batch: dict[str, torch.Tensor], **_) -> torch.Tensor:
