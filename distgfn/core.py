@@ -57,6 +57,8 @@ class Env(Protocol):
                        entry, column i in [0, feature_sizes[i]) (the model embeds each value)
         capabilities   a subset of CAPABILITIES (default: none)
         default_model  the model used when model.name is not set (default "mlp")
+        state_keys(states)  a string per state, equal for rows that stand for the same state
+                       of the DAG (a tree numbered another way); default: equal rows
         evaluator      import path of a metrics class for non-enumerable envs (default: the
                        empirical one)
     """

@@ -137,6 +137,14 @@ def check_keys(env, visited: np.ndarray) -> list[str]:
     return []
 
 
+def same_states(env, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row by row: do a and b stand for the same state (the env's state_keys, else equal rows)."""
+    keys = getattr(env, "state_keys", None)
+    if keys is None:
+        return (a == b).all(axis=1)
+    return np.array([x == y for x, y in zip(keys(a), keys(b))], dtype=bool)
+
+
 def check_parents(env, befores: list, actions: list) -> list[str]:
     """Each visited state's parents lead to it by their action, include the step it was
     reached by, and are valid there; s0 has no parents."""
@@ -147,7 +155,7 @@ def check_parents(env, befores: list, actions: list) -> list[str]:
         after = env.step(before, action)
         parents, parent_actions, child = env.parents(after)
         if len(parents):
-            wrong = (env.step(parents, parent_actions) != after[child]).any(axis=1)
+            wrong = ~same_states(env, env.step(parents, parent_actions), after[child])
             if wrong.any():
                 k = int(np.argmax(wrong))
                 return [f"parents: step({parents[k].tolist()}, {parent_actions[k]}) does not give "
@@ -156,9 +164,9 @@ def check_parents(env, befores: list, actions: list) -> list[str]:
             if not valid.all():
                 k = int(np.argmin(valid))
                 return [f"parents: action {parent_actions[k]} is not valid in listed parent {parents[k].tolist()}"]
-        listed = {(int(c), p.tobytes(), int(a)) for c, p, a in zip(child, parents, parent_actions)}
         for i in range(len(after)):
-            if (i, before[i].tobytes(), int(action[i])) not in listed:
+            mine = (child == i) & (parent_actions == action[i])
+            if not same_states(env, parents[mine], np.repeat(before[i : i + 1], mine.sum(), axis=0)).any():
                 return [f"parents: {after[i].tolist()} was reached from {before[i].tolist()} by action {action[i]}, "
                         f"which parents() does not list"]
     return []

@@ -75,38 +75,40 @@ class StateGraph:
     sources have all their inflow once the earlier waves are applied (Kahn's algorithm)."""
 
     def __init__(self, env, max_states: int = 2_000_000):
-        index: dict[bytes, int] = {}
+        # States are told apart by the env's state_keys when it declares them (one tree
+        # numbered two ways is one state), else by their rows.
+        keys_of = getattr(env, "state_keys", None) or (lambda states: [row.tobytes() for row in states])
+        index: dict = {}
         rows, src, act, dst = [], [], [], []
         frontier = env.initial_states(1)
-        self.add(index, rows, frontier)
+        frontier_at = self.add(index, rows, frontier, keys_of(frontier))[1]
         while len(frontier):
-            masks = env.masks(frontier)
-            parent, action = np.nonzero(masks)
+            parent, action = np.nonzero(env.masks(frontier))
             children = env.step(frontier[parent], action)
-            fresh = self.add(index, rows, children)
+            fresh, child_at = self.add(index, rows, children, keys_of(children))
             if len(index) > max_states:
                 raise ValueError(f"the env has more than {max_states:,} states reachable from s0; too many to "
                                  f"evaluate exactly (drop its 'enumerable' capability)")
-            src.append(np.array([index[r.tobytes()] for r in frontier])[parent])
+            src.append(frontier_at[parent])
             act.append(action)
-            dst.append(np.array([index[r.tobytes()] for r in children]))
-            frontier = fresh
+            dst.append(child_at)
+            frontier, frontier_at = children[fresh], child_at[fresh]
         self.states = np.stack(rows)
         self.src, self.action, self.dst = (np.concatenate(x).astype(np.int64) for x in (src, act, dst))
         self.terminal = env.is_terminal(self.states)
         self.waves = topological_waves(len(self.states), self.src, self.dst)
 
     @staticmethod
-    def add(index: dict, rows: list, states: np.ndarray) -> np.ndarray:
-        """Registers unseen states; returns them (deduplicated)."""
-        fresh = []
-        for row in states:
-            key = row.tobytes()
+    def add(index: dict, rows: list, states: np.ndarray, keys: list) -> tuple[np.ndarray, np.ndarray]:
+        """Registers unseen states; returns (which rows of `states` were new, each row's index)."""
+        fresh, at = np.zeros(len(states), dtype=bool), np.empty(len(states), dtype=np.int64)
+        for i, key in enumerate(keys):
             if key not in index:
                 index[key] = len(rows)
-                rows.append(row)
-                fresh.append(row)
-        return np.stack(fresh) if fresh else states[:0]
+                rows.append(states[i])
+                fresh[i] = True
+            at[i] = index[key]
+        return fresh, at
 
 
 def topological_waves(n: int, src: np.ndarray, dst: np.ndarray) -> list[np.ndarray]:

@@ -320,3 +320,10 @@ def test_objectives_train_on_fragment_batches(env, objective):
 
 def test_fragment_batches_survive_replay_records(env):
     objective_loss(env, "fm", via_records=True)
+
+
+def test_passes_the_env_consistency_check_that_train_runs(blocks):
+    from distgfn.envcheck import check_env
+
+    for min_fragments, max_fragments in ((1, 3), (2, 8)):
+        assert check_env(FragmentEnv(blocks, min_fragments, max_fragments)) == []

@@ -205,6 +205,10 @@ class FragmentEnv:
 
     # Trees and molecules (per state, in Python: off the sampling hot path).
 
+    def state_keys(self, states: np.ndarray) -> list[str]:
+        """One tree numbered in two ways is one state of the DAG (core.Env.state_keys)."""
+        return [self.canonical_key(state) for state in states]
+
     def canonical_key(self, state: np.ndarray) -> str:
         """The rooted tree independent of fragment numbering: block(slot:child, ...), children sorted."""
         blocks, parents, slots = (a[0].tolist() for a in self.split(state[None]))
