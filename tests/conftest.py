@@ -29,10 +29,11 @@ def seh_data() -> Path:
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """One real local Ray cluster for every test that needs one (never a bare ray.init())."""
+    """One real local Ray cluster for every test that needs one (never a bare ray.init()). It
+    offers no GPU even on a host that has one, so the suite runs the same everywhere."""
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False,
+    ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False,
              runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
     yield ray
     ray.shutdown()

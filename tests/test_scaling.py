@@ -58,10 +58,8 @@ def wait_for_step(run_dir: Path, step: int, timeout_s: float, job: Background) -
     raise AssertionError(f"no metrics row reached step {step} within {timeout_s} s")
 
 
-def test_scaling_a_running_job_from_1_to_3_actors_and_back_changes_throughput_and_loses_nothing(
-        ray_cluster, tmp_path):
-    # A 40 ms reward per batch: an actor's throughput is bound by it, so actors add throughput
-    # even on two cores.
+def test_scaling_a_running_job_from_1_to_3_actors_and_back_loses_nothing(ray_cluster, tmp_path):
+    # The throughput this adds is measured in benchmarks/ray_runtime.py scaling, not asserted here.
     cfg = load_config(None, ["actors.num=1", "actors.cpus=0.25", "learner.cpus=0.5", "reward.latency_ms=40",
                              "learner.steps=450", "log.every=25", "eval.every=0", "replay.min_size=16",
                              "actors.report_every_s=0.2"])
@@ -77,9 +75,6 @@ def test_scaling_a_running_job_from_1_to_3_actors_and_back_changes_throughput_an
     assert [r["step"] for r in rows] == list(range(25, 451, 25))
     counts = [r["actors"] for r in rows]
     assert counts[0] == 1 and 3 in counts and counts[-1] == 1
-    before = [r["traj_per_s"] for r in rows[1:] if r["step"] <= 100]
-    during = [r["traj_per_s"] for r, prev in zip(rows[1:], rows) if r["actors"] == 3 and prev["actors"] == 3]
-    assert during and np.mean(during) > 1.8 * np.mean(before), (before, during)
     departed = job.loop.departed
     assert set(departed) == {"actor1", "actor2"}, "the two newest actors left"
     for name, totals in departed.items():
