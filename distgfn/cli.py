@@ -8,7 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from distgfn.config import ConfigError, load_config, save_config
@@ -188,10 +187,11 @@ def cmd_score(args) -> int:
     HyperGrid): {"x", "log_reward", "raw"}, or {"x", "error"} for a line that cannot be
     scored; the other lines are still scored."""
     from distgfn import tasks
-    from distgfn.rewards.remote import BadAnswer, score_keys, served_oracle
+    from distgfn.rewards import log_of
+    from distgfn.rewards.remote import BadAnswer, oracle_for, score_keys
 
     cfg = load_config(None, [f"reward.name={args.reward}", *args.set])
-    oracle, transform = served_oracle(args.reward, args.set), tasks.to_reward(tasks.reward_factory(cfg))
+    oracle, transform = oracle_for(cfg), tasks.to_reward(tasks.reward_factory(cfg))
     text = sys.stdin.read() if str(args.file) == "-" else read_input(args.file)
     items = [line.strip() for line in text.splitlines() if line.strip()]
     for start in range(0, len(items), 256):
@@ -200,11 +200,8 @@ def cmd_score(args) -> int:
             s = score_keys(oracle, transform, part)
         except BadAnswer as e:
             raise RewardError(f"reward {args.reward}: {e}") from None
-        with np.errstate(invalid="ignore", divide="ignore"):
-            log_r = cfg.reward.beta * np.log(s.reward)
+        log_r = log_of(s, cfg.reward.beta)
         for x, lr, raw, error in zip(part, log_r.tolist(), s.raw.tolist(), s.errors):
-            if error is None and not np.isfinite(lr):
-                error = f"reward is not positive and finite: R={float(np.exp(lr / cfg.reward.beta))!r}"
             row = {"x": x, "error": error} if error else {"x": x, "log_reward": lr, "raw": raw}
             print(json.dumps(row), flush=True)
     return 0

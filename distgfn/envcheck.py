@@ -21,18 +21,20 @@ from distgfn.core import BACKWARD_POLICY, PARENTS
 
 def check_env(env, n: int = 64, seed: int = 0) -> list[str]:
     rng = np.random.default_rng(seed)
+    from distgfn.tasks import capabilities
+
     try:
-        states, actions, visited = random_walks(env, n, rng)
+        steps, visited = random_walks(env, n, rng)
     except EnvViolation as e:
         return [str(e)]
     problems = []
     for check in (check_masks, check_features, check_keys):
         problems += check(env, visited)
-    declared = frozenset(getattr(env, "capabilities", ()))
+    declared = capabilities(env)
     if PARENTS in declared:
-        problems += check_parents(env, states, actions)
+        problems += check_parents(env, steps)
     if BACKWARD_POLICY in declared:
-        problems += check_backward_policy(env, states, actions, PARENTS in declared)
+        problems += check_backward_policy(env, steps, PARENTS in declared)
     return problems
 
 
@@ -40,17 +42,17 @@ class EnvViolation(ValueError):
     pass
 
 
-def random_walks(env, n: int, rng) -> tuple[list, list, np.ndarray]:
-    """Per step t: the states before it and the actions taken; and every state visited."""
+def random_walks(env, n: int, rng) -> tuple[list, np.ndarray]:
+    """Per step t, (states before it, actions taken, states reached); and every state visited."""
     state = env.initial_states(n)
     expect(isinstance(state, np.ndarray) and state.ndim == 2 and len(state) == n
            and np.issubdtype(state.dtype, np.integer),
            f"initial_states({n}) must be an (n, width) integer array; got {describe(state)}")
-    befores, actions, seen = [], [], [state]
+    steps, seen = [], [state]
     for _ in range(env.max_steps):
         live = ~terminal(env, state)
         if not live.any():
-            return befores, actions, np.concatenate(seen)
+            return steps, np.concatenate(seen)
         current = state[live]
         masks = checked_masks(env, current)
         empty = ~masks.any(axis=1)
@@ -66,15 +68,14 @@ def random_walks(env, n: int, rng) -> tuple[list, list, np.ndarray]:
         same = (reached == current).all(axis=1)
         expect(not same.any(), f"step left a state unchanged (a cycle): {example(current[same])} with action "
                                f"{action[same][:1].tolist()}")
-        befores.append(current)
-        actions.append(action)
+        steps.append((current, action, reached))
         state = state.copy()
         state[live] = reached
         seen.append(reached)
     left = ~terminal(env, state)
     expect(not left.any(), f"a uniform random policy did not terminate within max_steps={env.max_steps}: "
                            f"{example(state[left])} is still not terminal")
-    return befores, actions, np.concatenate(seen)
+    return steps, np.concatenate(seen)
 
 
 def terminal(env, states: np.ndarray) -> np.ndarray:
@@ -145,14 +146,13 @@ def same_states(env, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.array([x == y for x, y in zip(keys(a), keys(b))], dtype=bool)
 
 
-def check_parents(env, befores: list, actions: list) -> list[str]:
+def check_parents(env, steps: list) -> list[str]:
     """Each visited state's parents lead to it by their action, include the step it was
     reached by, and are valid there; s0 has no parents."""
     s0 = env.initial_states(1)
     if len(env.parents(s0)[0]):
         return [f"parents: the initial state {example(s0)} has parents"]
-    for before, action in zip(befores, actions):
-        after = env.step(before, action)
+    for before, action, after in steps:
         parents, parent_actions, child = env.parents(after)
         if len(parents):
             wrong = ~same_states(env, env.step(parents, parent_actions), after[child])
@@ -172,10 +172,9 @@ def check_parents(env, befores: list, actions: list) -> list[str]:
     return []
 
 
-def check_backward_policy(env, befores: list, actions: list, with_parents: bool) -> list[str]:
+def check_backward_policy(env, steps: list, with_parents: bool) -> list[str]:
     """log P_B is finite and <= 0 on the steps taken; with parents, it sums to 1 over them."""
-    for before, action in zip(befores, actions):
-        after = env.step(before, action)
+    for before, action, after in steps:
         log_pb = np.asarray(env.backward_log_probs(before, action, after), dtype=np.float64)
         if log_pb.shape != (len(after),) or not (np.isfinite(log_pb) & (log_pb <= 1e-6)).all():
             return [f"backward_log_probs must give one finite log-probability <= 0 per step; got {log_pb[:4].tolist()} "

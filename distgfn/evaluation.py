@@ -53,7 +53,7 @@ def make_evaluator(cfg, env, run_dir):
 
         return ExactEvaluator(env, make_reward(cfg, env), cfg.reward.beta, cfg.eval.empirical_window)
     if cls is EmpiricalEvaluator:
-        return EmpiricalEvaluator(cfg.eval.empirical_window)
+        return EmpiricalEvaluator(env, cfg.eval.empirical_window)
     return cls(cfg, env, run_dir)
 
 
@@ -265,7 +265,8 @@ class EmpiricalEvaluator:
     exact = False
     report = None
 
-    def __init__(self, window: int = 10_000):
+    def __init__(self, env, window: int = 10_000):
+        self.env = env
         self.recent: deque = deque(maxlen=window)
         self.keys: set = set()
         self.best = -np.inf
@@ -274,7 +275,7 @@ class EmpiricalEvaluator:
     def observe(self, sampled: Sampled, step: int) -> None:
         ok = np.isfinite(sampled.log_reward)
         self.recent.extend(sampled.log_reward[ok].tolist())
-        self.keys.update(row.tobytes() for row in sampled.objects[ok])
+        self.keys.update(self.env.keys(sampled.objects[ok]))  # one object, one key, whatever its state row
         if ok.any():
             self.best = max(self.best, float(sampled.log_reward[ok].max()))
         self.failures += int((~ok).sum())

@@ -228,7 +228,7 @@ def model_name(cfg: Config, env) -> str:
 
 
 def check_model_output(cfg: Config, env, model) -> None:
-    """One forward pass on s0: the output must be (n, n_actions + 1) and finite."""
+    """One forward pass on s0: the output must be a tensor of shape (n, n_actions + 1)."""
     import torch
 
     name = model_name(cfg, env)

@@ -66,13 +66,19 @@ def score_objects(reward: RewardFn, states: np.ndarray, keys, beta: float = 1.0)
     value = np.asarray(out.reward, dtype=np.float64)
     if value.shape != (len(states),) or len(out.errors) != len(states):
         raise RewardError(f"reward returned shape {value.shape} for {len(states)} objects")
-    for i in np.flatnonzero((~np.isfinite(value) | (value <= 0)) & ~out.failed):
+    return log_of(out, beta), out
+
+
+def log_of(scores: Scores, beta: float) -> np.ndarray:
+    """beta * log R(x) per object, NaN where it failed; an R that is NaN, infinite or <= 0
+    fails its object here (its error says which)."""
+    value = np.asarray(scores.reward, dtype=np.float64)
+    for i in np.flatnonzero((~np.isfinite(value) | (value <= 0)) & ~scores.failed):
         what = "not finite" if not np.isfinite(value[i]) else "not positive"
-        out.errors[i] = f"reward is {what}: R={float(value[i])!r}"
-    failed = out.failed
+        scores.errors[i] = f"reward is {what}: R={float(value[i])!r}"
+    failed = scores.failed
     with np.errstate(invalid="ignore"):
-        log_r = np.where(failed, np.nan, beta * np.log(np.where(failed, 1.0, value)))
-    return log_r, out
+        return np.where(failed, np.nan, beta * np.log(np.where(failed, 1.0, value)))
 
 
 def call_reward(reward: RewardFn, states: np.ndarray) -> Scores:

@@ -78,9 +78,13 @@ def served_oracle(name: str, overrides: list[str]):
     """The reward object `distgfn serve-reward --reward NAME` serves: a built-in reward or a
     user's (package.module:NAME), built with reward.options (and the env set by env.*, when
     it asks for one). reward.latency_ms adds a wait per call."""
+    return oracle_for(load_config(None, [f"reward.name={name}", *overrides]))
+
+
+def oracle_for(cfg: Config):
+    """The reward object of cfg, as served_oracle builds it."""
     from distgfn import tasks
 
-    cfg = load_config(None, [f"reward.name={name}", *overrides])
     env = tasks.make_env(cfg) if tasks.wants(tasks.reward_factory(cfg), "env") else None
     oracle = tasks.make_oracle(cfg, env)
     return SlowOracle(oracle, cfg.reward.latency_ms / 1000) if cfg.reward.latency_ms > 0 else oracle
