@@ -42,7 +42,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from distgfn.rewards import RewardServiceError, RewardUnavailable
+from distgfn.rewards.errors import OracleDeadline, OracleError, OracleRaised, OracleUnavailable
 from distgfn.wire import WireError, decode, encode
 
 SERVICE = "distgfn.Oracle"
@@ -52,22 +52,6 @@ MAX_MESSAGE_BYTES = 64 * 2**20
 RECENT_RESPONSES = 256
 # Long enough for a server restart, short enough that a dead address fails a call in seconds.
 MAX_BACKOFF_S = 5.0
-
-
-class OracleError(RewardServiceError):
-    """A remote oracle call failed: the message names the address, the status code and the details."""
-
-
-class OracleDeadline(OracleError):
-    """A call ran past its deadline: the objects in it failed (the oracle may still be busy)."""
-
-
-class OracleRaised(OracleError):
-    """The server's oracle raised on the batch (INTERNAL)."""
-
-
-class OracleUnavailable(OracleError, RewardUnavailable):
-    """Every attempt found the oracle UNAVAILABLE (down or restarting): worth waiting for."""
 
 
 class Oracle(Protocol):

@@ -21,19 +21,7 @@ from typing import Protocol
 import numpy as np
 
 from distgfn.config import Config
-
-
-class RewardError(ValueError):
-    """A reward returned something a GFlowNet cannot train on (NaN, inf, R <= 0), or too many
-    objects failed."""
-
-
-class RewardServiceError(RuntimeError):
-    """The reward service itself failed (not one object's reward): the run cannot go on."""
-
-
-class RewardUnavailable(RewardServiceError):
-    """The reward service is down or restarting: the run waits for it (reward.unavailable_wait_s)."""
+from distgfn.rewards.errors import RewardError, RewardServiceError, RewardUnavailable  # noqa: F401 (re-exported)
 
 
 @dataclass

@@ -17,7 +17,9 @@ from typing import Callable
 import numpy as np
 
 from distgfn.config import Config, load_config
+from distgfn.oracle import OracleClient
 from distgfn.rewards import Scores
+from distgfn.rewards.errors import BadAnswer, ObjectsRaised, OracleDeadline, OracleRaised  # noqa: F401 (re-exported)
 
 
 class OracleReward:
@@ -31,8 +33,6 @@ class OracleReward:
         self.env, self.oracle, self.transform = env, oracle, transform
 
     def __call__(self, states: np.ndarray) -> Scores:
-        from distgfn.oracle import OracleDeadline, OracleRaised
-
         keys = self.env.keys(states)
         try:
             return score_keys(self.oracle, self.transform, keys)
@@ -40,14 +40,6 @@ class OracleReward:
             return Scores.all_failed(len(keys), str(e))
         except OracleRaised as e:
             raise ObjectsRaised(str(e)) from None
-
-
-class ObjectsRaised(RuntimeError):
-    """The oracle raised on a batch: some object in it, not the service, is at fault."""
-
-
-class BadAnswer(ValueError):
-    """An oracle's answer has the wrong length or type: scored again object by object."""
 
 
 def score_keys(oracle, transform, keys: list[str]) -> Scores:
@@ -64,8 +56,6 @@ def score_keys(oracle, transform, keys: list[str]) -> Scores:
 
 def remote_oracle(cfg: Config):
     """An OracleClient for `distgfn serve-reward` servers at reward.addresses."""
-    from distgfn.oracle import OracleClient
-
     r = cfg.reward
     token = os.environ.get(r.token_env) if r.token_env else None
     if r.token_env and token is None:
