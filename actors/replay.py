@@ -26,6 +26,10 @@ class ReplayActor:
         self.changed = threading.Condition()
         self.weights = (-1, [None])
 
+    def actor_id(self) -> str:
+        """Ray's id of this actor, which a RayActorError about it carries."""
+        return ray.get_runtime_context().get_actor_id()
+
     def publish(self, version: int, weights: list) -> None:
         with self.changed:
             if version > self.weights[0]:
@@ -60,13 +64,14 @@ class ReplayActor:
         return {"taken": taken, "rejected": len(errors), "errors": errors[:3], "version": version,
                 "weights": weights if version > held_version else None}
 
-    def sample(self, n: int, min_version: int | None, timeout_s: float):
-        """[(version, blob)] * n, or None if sampling stayed blocked for timeout_s."""
+    def sample(self, n: int, up_to: int, min_version: int | None, timeout_s: float):
+        """[(version, blob)] * (n to up_to: see ReplayTable.sample), or None if sampling stayed
+        blocked for timeout_s."""
         batch = None
 
         def sample_once() -> tuple[bool, bool]:
             nonlocal batch
-            batch = self.table.sample(n, min_version)
+            batch = self.table.sample(n, up_to, min_version)
             return batch is not None, batch is not None
 
         self._until(sample_once, timeout_s)
@@ -106,5 +111,6 @@ class ReplayActor:
         with self.changed:
             c = self.table.counters
             return {"size": self.table.size, "inserted": c.inserted, "sampled": c.sampled, "evicted": c.evicted,
-                    "dropped_stale": c.dropped_stale, "duplicates": c.duplicates, "rejected": self.rejected,
+                    "dropped_stale": c.dropped_stale, "trained": c.trained, "duplicates": c.duplicates,
+                    "rejected": self.rejected, "fraction_trained": self.table.fraction_trained,
                     "inserted_by": dict(self.table.inserted_by)}

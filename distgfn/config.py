@@ -117,8 +117,14 @@ class LearnerConfig:
     cpus: float = 1.0
     # Updates between weight publications to the rollout actors.
     publish_every: int = 4
-    # Records sampled more than this many policy versions ago are dropped (and counted).
-    max_policy_lag: int = 20
+    # Ray runtime: the most records one update trains on. An update takes every record not yet
+    # trained on, at least sampler.batch_size and at most this many (null: 4 * sampler.batch_size),
+    # so the learner keeps up with more actors; beyond it the replay table holds the actors back.
+    max_batch: Optional[int] = None
+    # An explicit policy, off by default: drop records sampled more than this many policy
+    # versions ago instead of training on them (counted as dropped_stale). Back-pressure
+    # bounds the lag without it.
+    max_policy_lag: Optional[int] = None
 
 
 @dataclass
@@ -247,7 +253,8 @@ RANGES = [
     ("eval.mode_similarity", lambda v: 0 < v <= 1, "in (0, 1]"),
     ("learner.cpus", lambda v: v >= 0, ">= 0"),
     ("learner.publish_every", lambda v: v >= 1, ">= 1"),
-    ("learner.max_policy_lag", lambda v: v >= 0, ">= 0"),
+    ("learner.max_policy_lag", lambda v: v is None or v >= 0, ">= 0 or null"),
+    ("learner.max_batch", lambda v: v is None or v >= 1, ">= 1 or null"),
     ("actors.num", lambda v: v >= 1, ">= 1"),
     ("actors.cpus", lambda v: v >= 0, ">= 0"),
     ("actors.report_every_s", lambda v: v >= 0, ">= 0"),
@@ -307,12 +314,14 @@ def from_dict(raw: dict) -> Config:
         raise ConfigError(f"eval.every ({cfg.eval.every}) must be a multiple of log.every ({cfg.log.every})")
     if cfg.checkpoint.every % cfg.log.every:
         raise ConfigError(f"checkpoint.every ({cfg.checkpoint.every}) must be a multiple of log.every ({cfg.log.every})")
+    if max_batch(cfg) < cfg.sampler.batch_size:
+        raise ConfigError(f"learner.max_batch ({cfg.learner.max_batch}) < sampler.batch_size ({cfg.sampler.batch_size})")
     spi = cfg.replay.samples_per_insert
     try:
-        check_settings(cfg.replay.capacity, cfg.replay.min_size, spi, error_buffer(cfg), cfg.sampler.batch_size)
+        check_settings(cfg.replay.capacity, cfg.replay.min_size, spi, error_buffer(cfg), max_batch(cfg))
     except ValueError as e:
         raise ConfigError(f"{e} (keys replay.capacity, replay.min_size, replay.samples_per_insert, "
-                          f"replay.error_buffer, sampler.batch_size)") from None
+                          f"replay.error_buffer, learner.max_batch)") from None
     return cfg
 
 
@@ -349,11 +358,16 @@ def cache_size(cfg: Config) -> int:
     return getattr(reward_factory(cfg), "cache_size", 0)
 
 
+def max_batch(cfg: Config) -> int:
+    """learner.max_batch, or by default 4 * sampler.batch_size."""
+    return cfg.learner.max_batch or 4 * cfg.sampler.batch_size
+
+
 def error_buffer(cfg: Config) -> float:
-    """replay.error_buffer, or by default room for a few batches of drift each way."""
+    """replay.error_buffer, or by default room for a few of the largest batches of drift each way."""
     if cfg.replay.error_buffer is not None:
         return cfg.replay.error_buffer
-    return 2.0 * ((cfg.replay.samples_per_insert or 0) + cfg.sampler.batch_size)
+    return 2.0 * ((cfg.replay.samples_per_insert or 0) + max_batch(cfg))
 
 
 def build_section(cls, raw: Any, prefix: str):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import sys
 import time
 from collections import deque
@@ -30,8 +29,9 @@ import numpy as np
 import ray
 
 from distgfn import checkpoint, control, wire
-from distgfn.config import Config, ConfigError, cache_size, config_text, error_buffer
+from distgfn.config import Config, ConfigError, cache_size, config_text, error_buffer, max_batch
 from distgfn.evaluation import make_evaluator
+from distgfn.fleet import Fleet
 from distgfn.learning import policy_log_probs
 from distgfn.metrics import MetricsLog, drop_rows_after, mean, print_progress
 from distgfn.models import set_weights
@@ -94,13 +94,12 @@ class Roles:
     learner: object
     cache: object | None  # CacheActor, when reward.cache_size > 0
     pool: list  # RewardActors (reward.mode pool)
-    actors: dict  # RolloutActor -> its name, in the order they were made
+    ids: dict  # Ray's actor id (hex) of the replay table and the learner -> the role's name
 
 
-def create_roles(cfg: Config, actors: int, workers: int, first_step: int = 0) -> Roles:
-    """The replay table, the learner, the reward cache and pool, and the rollout actors. Actor
-    seeds depend on the step a run starts from, so a resumed run does not replay the random
-    streams of its start."""
+def create_roles(cfg: Config, actors: int, workers: int) -> Roles:
+    """The replay table, the learner, the reward cache and pool (the rollout actors are the
+    Fleet's, made by new_actor); `actors` is how many there will be."""
     from actors.replay import ReplayActor
     from actors.reward import CacheActor
     from learner.actor import LearnerActor
@@ -109,7 +108,7 @@ def create_roles(cfg: Config, actors: int, workers: int, first_step: int = 0) ->
     r = cfg.replay
     replay = ReplayActor.options(runtime_env=WORKER_ENV).remote(
         capacity=r.capacity, min_size=r.min_size, samples_per_insert=r.samples_per_insert,
-        error_buffer=error_buffer(cfg), batch_size=cfg.sampler.batch_size, sampler=r.sampler,
+        error_buffer=error_buffer(cfg), batch_size=max_batch(cfg), sampler=r.sampler,
         alpha=r.alpha, seed=cfg.seed,
     )
     learner = LearnerActor.options(
@@ -117,10 +116,8 @@ def create_roles(cfg: Config, actors: int, workers: int, first_step: int = 0) ->
     ).remote(cfg, replay)
     size = cache_size(cfg)
     cache = CacheActor.options(runtime_env=WORKER_ENV).remote(size) if size else None
-    roles = Roles(replay, learner, cache, [new_reward_worker(cfg) for _ in range(workers)], {})
-    for i in range(actors):
-        add_actor(cfg, roles, i, first_step)
-    return roles
+    ids = dict(zip(ray.get([replay.actor_id.remote(), learner.actor_id.remote()]), ["replay table", "learner"]))
+    return Roles(replay, learner, cache, [new_reward_worker(cfg) for _ in range(workers)], ids)
 
 
 def new_reward_worker(cfg: Config):
@@ -135,18 +132,17 @@ def worker_resources(cfg: Config) -> dict:
     return {cfg.ray.worker_resource: 0.001} if cfg.ray.worker_resource else {}
 
 
-def add_actor(cfg: Config, roles: Roles, index: int, first_step: int):
+def new_actor(cfg: Config, roles: Roles, name: str, index: int, first_step: int):
+    """A rollout actor. Its seed depends on the step the run starts from, so a resumed run does
+    not replay the random streams of its start."""
     from actors.rollout import RolloutActor
 
-    name = f"actor{index}"
-    actor = RolloutActor.options(num_cpus=cfg.actors.cpus, runtime_env=WORKER_ENV, max_restarts=cfg.actors.max_restarts,
-                                 max_task_retries=0, resources=worker_resources(cfg)).remote(
+    return RolloutActor.options(num_cpus=cfg.actors.cpus, runtime_env=WORKER_ENV, max_restarts=cfg.actors.max_restarts,
+                                max_task_retries=0, resources=worker_resources(cfg)).remote(
         cfg, seed=actor_seed(cfg.seed, index, first_step), name=name, replay=roles.replay,
         insert_timeout_s=cfg.ray.progress_timeout_s, reward_workers=roles.pool if cfg.reward.mode == "pool" else None,
         cache=roles.cache,
     )
-    roles.actors[actor] = name
-    return actor
 
 
 def actor_seed(seed: int, actor: int, first_step: int) -> int:
@@ -177,12 +173,6 @@ def check_resources(cfg: Config, actors: int, workers: int) -> None:
               f"and reward workers wait for one (an autoscaling cluster starts a node type that has it)", file=sys.stderr)
 
 
-def dead_class(error: ray.exceptions.RayActorError) -> str:
-    """The class of the actor an error is about, from Ray's message ("class_name: LearnerActor")."""
-    found = re.search(r"class_name: (\w+)", str(error))
-    return found.group(1) if found else "learner or replay table"
-
-
 def unwrap(ref, timeout: float | None = None):
     """ray.get that re-raises a remote error as its own type (a RewardError stays one, and a
     dead actor under a call is a RayActorError)."""
@@ -201,21 +191,18 @@ class ControlLoop:
         self.env = make_env(cfg)
         self.eval_model = make_model(cfg, self.env)
         self.evaluator = make_evaluator(cfg, self.env, run_dir)
-        self.step = self.role_restarts = 0
-        self.failures, self.restarting = {}, set()  # actor id -> deaths; actors being restarted
+        self.step = self.role_restarts = self.past_actor_failures = 0
+        self.fleet: Fleet | None = None
         self.failure_window = FailureWindow(cfg.reward.max_failure_rate, cfg.reward.failure_window)
         self.interval = Interval()
         self.start_time = time.perf_counter()
         self.checkpoints = checkpoint.root_for(cfg, run_dir)
-        # Scaling: targets survive role restarts; `leaving` actors drain, then go.
-        self.num_actors, self.num_workers = cfg.actors.num, reward_workers(cfg)
-        self.next_actor, self.first_step = cfg.actors.num, 0
-        self.calls, self.retry, self.leaving, self.retiring = {}, {}, set(), []
+        # Scaling: targets survive role restarts.
+        self.actor_target, self.num_workers = cfg.actors.num, reward_workers(cfg)
+        self.first_step, self.retiring = 0, []
         # A request already in the run directory was for an earlier process of this run (a
         # resumed run starts from the config's counts).
         self.last_scale_id, self.last_autoscale = earlier_request_id(run_dir), time.monotonic()
-        self.unavailable: dict = {}  # actor -> why its reward service was down, at its last report
-        self.last_report: dict | None = None  # the report on_batch took last (None if its actor died)
         self.departed: dict[str, dict] = {}  # name -> lifetime totals of each actor scaled away
 
     @property
@@ -228,16 +215,26 @@ class ControlLoop:
 
     @property
     def actors(self) -> list:
-        return list(self.roles.actors) if self.roles else []
+        return self.fleet.handles() if self.fleet else []
+
+    @property
+    def num_actors(self) -> int:
+        return self.fleet.target if self.fleet else self.actor_target
+
+    @property
+    def unavailable(self) -> dict[str, str | None]:
+        """Actor name -> why its reward service was down at its last report (None: it was up)."""
+        return self.fleet.unavailable() if self.fleet else {}
 
     def start(self, saved: tuple[int, dict] | None = None, resumed: bool = True) -> None:
         """Creates the roles, then continues from `saved` (step, files) when given."""
         self.first_step = saved[0] if saved else 0
-        self.roles = create_roles(self.cfg, self.num_actors, self.num_workers, first_step=self.first_step)
+        self.roles = create_roles(self.cfg, self.num_actors, self.num_workers)
         self.ray_metrics = RayMetrics(self.run_dir.resolve().name)
-        self.next_actor = self.num_actors
-        self.calls, self.retry, self.leaving, self.retiring = {}, {}, set(), []
-        self.unavailable = {}
+        self.retiring = []
+        self.fleet = Fleet(lambda name, i: new_actor(self.cfg, self.roles, name, i, self.first_step),
+                           self.cfg.actors.max_restarts, self.cfg.actors.report_every_s,
+                           on_restart=self.on_actor_restart, departed=self.departed)
         if saved:
             self.restore(*saved, resumed=resumed)
         else:
@@ -312,8 +309,7 @@ class ControlLoop:
     def run(self) -> None:
         # One learner call per metrics row: the driver's round trips stay off the learner's time.
         steps, per_call = self.cfg.learner.steps, self.cfg.log.every
-        for actor in self.actors:
-            self.call(actor)
+        self.fleet.scale_to(self.actor_target)
         # Calls end on multiples of log.every, also when resuming from a step between them.
         ends = sorted({*range(self.step - self.step % per_call + per_call, steps, per_call), steps})
         calls = [end - start for start, end in zip([self.step] + ends, ends) if end > start]
@@ -328,7 +324,7 @@ class ControlLoop:
                 ready = self.wait_for(training[0])
                 if ready is None:
                     continue
-                if ready in self.calls:
+                if self.fleet.owns(ready):
                     self.on_actor_call(ready)
                     continue
                 stats = unwrap(training.popleft())
@@ -337,7 +333,7 @@ class ControlLoop:
                 self.on_update(stats)
             self.save_checkpoint()
         except ray.exceptions.RayActorError as e:
-            raise RoleFailure(f"the {dead_class(e)} died ({type(e).__name__})") from e
+            raise RoleFailure(f"the {self.role_of(e)} died ({type(e).__name__})") from e
         except (RewardError, RewardServiceError):
             print("distgfn: the reward failed; saving a checkpoint and the model, then stopping", file=sys.stderr)
             self.final_checkpoint()
@@ -348,40 +344,37 @@ class ControlLoop:
             self.finish_training_calls(training)
             self.final_checkpoint()
 
-    def call(self, actor) -> None:
-        """Gives an actor its next call: sample for actors.report_every_s, or drain if leaving."""
-        if actor._actor_id in self.leaving:
-            self.calls[actor.drain.remote()] = actor
-        else:
-            self.calls[actor.run.remote(self.cfg.actors.report_every_s)] = actor
-
     def wait_for(self, training):
         """The first call to finish (an actor's or the learner's), or None when only an actor
         being restarted is due; raises TimeoutError when nothing moved for ray.progress_timeout_s."""
-        for actor in [a for a, due in self.retry.items() if due <= time.monotonic()]:
-            del self.retry[actor]
-            self.call(actor)
-        wait_s = min([self.cfg.ray.progress_timeout_s] + [due - time.monotonic() for due in self.retry.values()])
-        ready, _ = ray.wait(list(self.calls) + [training], num_returns=1, timeout=max(wait_s, 0.0))
-        if not ready and not self.retry:
+        self.fleet.call_due()
+        retry_s = self.fleet.next_retry_s()
+        wait_s = min(self.cfg.ray.progress_timeout_s, retry_s if retry_s is not None else math.inf)
+        ready, _ = ray.wait(self.fleet.refs() + [training], num_returns=1, timeout=wait_s)
+        if not ready and retry_s is None:
             raise TimeoutError(self.stalled_message())
         return ready[0] if ready else None
 
     def on_actor_call(self, ref) -> None:
-        actor = self.calls.pop(ref)
-        outcome = self.on_batch(ref, actor)
-        if outcome == "ok" and actor._actor_id in self.leaving and "totals" in self.last_report:
-            self.remove_actor(actor)
-        elif outcome == "ok":
-            self.call(actor)
-        elif outcome == "restarting":
-            self.retry[actor] = time.monotonic() + 0.5
-        else:  # dead for good: the run goes on with the others
-            if actor._actor_id not in self.leaving:
-                self.num_actors -= 1
-            self.remove_actor(actor)
-            if not self.calls and not self.retry:
-                raise RuntimeError("every rollout actor died more than actors.max_restarts times")
+        """Takes an actor's report: what it sampled goes to the evaluator, the failure window
+        and the interval's figures. A call whose actor died is lost with its batches in
+        progress; the last one's records may or may not have reached the replay table."""
+        report, lost = self.fleet.take(ref)
+        self.interval.lost_calls += lost
+        if report is None:
+            return
+        if report["sampled"] is not None:
+            self.evaluator.observe(report["sampled"], self.step)
+            report_failures(report["sampled"], self.env, self.failure_window)
+        self.interval.add_batch(report)
+
+    def on_actor_restart(self, actor) -> None:
+        if self.cfg.reward.mode == "pool":  # Ray rebuilt it with the pool it was made with
+            actor.set_reward_workers.remote(self.roles.pool)
+
+    def role_of(self, error: ray.exceptions.RayActorError) -> str:
+        """Which role a RayActorError is about, by the actor id it carries."""
+        return self.roles.ids.get(error.actor_id, "learner or replay table") if self.roles else "learner or replay table"
 
     def finish_training_calls(self, training: deque) -> None:
         """Takes the learner calls that return now that it is stopping, so that a row due at a
@@ -410,10 +403,13 @@ class ControlLoop:
     def kill_roles(self) -> None:
         if self.roles is not None:
             r = self.roles
-            for handle in [r.replay, r.learner, r.cache, *r.pool, *r.actors, *(w for _, w in self.retiring)]:
+            for handle in [r.replay, r.learner, r.cache, *r.pool, *(w for _, w in self.retiring)]:
                 if handle is not None:
                     ray.kill(handle)
-        self.roles = None
+        if self.fleet is not None:
+            self.actor_target, self.past_actor_failures = self.fleet.target, self.past_actor_failures + self.fleet.failures
+            self.fleet.kill()
+        self.roles = self.fleet = None
 
     def save_model(self) -> None:
         """Saves the learner's model; a learner that cannot is reported, not allowed to hide
@@ -423,36 +419,6 @@ class ControlLoop:
             ray.get(self.learner.save_model.remote(str(self.run_dir / "model.pt")), timeout=60)
         except ray.exceptions.RayError as e:
             print(f"distgfn: warning: the model could not be saved: {type(e).__name__}: {e}", file=sys.stderr)
-
-    def on_batch(self, ref, actor) -> str:
-        """Takes an actor's report: "ok", "restarting" (call it again shortly) or "dead" (it
-        died more than actors.max_restarts times). A call whose actor died is lost: Ray
-        restarts the actor, which adopts the newest weights before sampling again. Its batches
-        in progress are lost with it; the last one's records may or may not have reached the
-        replay table: whole, or in part if rate-limited at that moment."""
-        key, self.last_report = actor._actor_id, None
-        try:
-            result = self.last_report = unwrap(ref)
-        except ray.exceptions.RayActorError as e:
-            if e.actor_id and e.actor_id != key.hex():
-                raise  # another actor died under this call: the replay table
-            if key in self.restarting:  # a retry while Ray restarts it: nothing new was lost
-                return "restarting"
-            self.restarting.add(key)
-            self.interval.lost_calls += 1
-            failures = self.failures[key] = self.failures.get(key, 0) + 1
-            limit = self.cfg.actors.max_restarts
-            print(f"distgfn: a rollout actor failed ({type(e).__name__}); failure {failures}", file=sys.stderr)
-            return "restarting" if limit < 0 or failures <= limit else "dead"
-        if key in self.restarting and self.cfg.reward.mode == "pool":
-            actor.set_reward_workers.remote(self.roles.pool)  # Ray rebuilt it with the pool it was made with
-        self.restarting.discard(key)
-        self.unavailable[key] = result["unavailable"]
-        if result["sampled"] is not None:
-            self.evaluator.observe(result["sampled"], self.step)
-            report_failures(result["sampled"], self.env, self.failure_window)
-        self.interval.add_batch(result)
-        return "ok"
 
     # ------------------------------------------------------------ scaling
 
@@ -470,29 +436,9 @@ class ControlLoop:
         return {"actors": self.num_actors, "reward_workers": self.num_workers, "step": self.step}
 
     def set_actors(self, n: int) -> None:
-        staying = [a for a in self.actors if a._actor_id not in self.leaving]
-        for _ in range(n - len(staying)):
-            self.call(add_actor(self.cfg, self.roles, self.next_actor, self.first_step))
-            self.next_actor += 1
-        for actor in staying[n:]:
-            self.leaving.add(actor._actor_id)
-            if actor in self.retry:  # restarting: its next call is a drain
-                del self.retry[actor]
-                self.call(actor)
-        print(f"distgfn: {n} rollout actors (was {len(staying)})", file=sys.stderr)
-        self.num_actors = n
-
-    def remove_actor(self, actor) -> None:
-        """Kills a leaving actor whose drain returned (or that died), saying what it contributed."""
-        name = self.roles.actors.pop(actor)
-        self.leaving.discard(actor._actor_id)
-        self.unavailable.pop(actor._actor_id, None)
-        totals = self.last_report.get("totals") if self.last_report else None
-        if totals:
-            self.departed[name] = totals
-            print(f"distgfn: {name} left: {totals['trajectories']} trajectories sampled, {totals['records']} "
-                  f"records made, {totals['in_replay']} in the replay table", file=sys.stderr)
-        ray.kill(actor)
+        print(f"distgfn: {n} rollout actors (was {self.fleet.target})", file=sys.stderr)
+        self.fleet.scale_to(n)
+        self.actor_target = n
 
     def set_reward_workers(self, n: int) -> None:
         """Grows or shrinks the pool; a removed worker is killed once every rollout actor uses the
@@ -571,12 +517,12 @@ class ControlLoop:
     def metrics_row(self, weights) -> dict:
         replay = ray.get(self.replay.stats.remote(), timeout=self.cfg.ray.progress_timeout_s)
         row = {"step": self.step, "trajectories": replay["inserted"],
-               "wall_s": round(time.perf_counter() - self.start_time, 3), "actor_failures": sum(self.failures.values()),
+               "wall_s": round(time.perf_counter() - self.start_time, 3), "actor_failures": self.past_actor_failures + self.fleet.failures,
                "role_restarts": self.role_restarts,
                "lost_actor_calls": self.interval.lost_calls, "actors": self.num_actors}
         if self.cfg.reward.mode == "pool":
             row["reward_workers"] = self.num_workers
-        row.update(self.interval.summary(replay))
+        row.update(self.interval.summary(replay, self.num_actors))
         row["reward_unavailable"] = sum(why is not None for why in self.unavailable.values())
         if self.roles.cache is not None:
             cache = ray.get(self.roles.cache.stats.remote(), timeout=self.cfg.ray.progress_timeout_s)
@@ -621,7 +567,8 @@ class Interval:
         self.start = time.perf_counter()
         self.first_step = self.step = step
         self.replay = replay or {"inserted": 0, "sampled": 0}
-        self.failed = self.record_bytes = self.records = self.lost_calls = 0
+        self.failed = self.record_bytes = self.records = self.lost_calls = self.trained = 0
+        self.held_s = 0.0  # actors' time held by back-pressure (waiting on the replay table)
         self.losses, self.lag_means, self.reward_s = [], [], []
         self.lag_min, self.lag_max, self.learner_wait_s, self.sample_s = math.inf, -math.inf, 0.0, 0.0
 
@@ -631,18 +578,21 @@ class Interval:
         self.sample_s += r["sample_s"]
         self.record_bytes += r["record_bytes"]
         self.records += r["records"]
+        self.held_s += r["insert_wait_s"]
 
     def add_update(self, s: dict) -> None:
         self.step = s["step"]
         if not s["updates"]:
             return
         self.losses.append(s["loss"])
+        self.trained += s["records"]
         self.lag_means.append(s["lag_mean"])
         self.lag_min, self.lag_max = min(self.lag_min, s["lag_min"]), max(self.lag_max, s["lag_max"])
         self.learner_wait_s += s["wait_s"]
 
-    def summary(self, replay: dict) -> dict:
+    def summary(self, replay: dict, actors: int) -> dict:
         dt = max(time.perf_counter() - self.start, 1e-9)
+        updates = self.step - self.first_step
         inserted = replay["inserted"] - self.replay["inserted"]
         sampled = replay["sampled"] - self.replay["sampled"]
         return {
@@ -653,10 +603,15 @@ class Interval:
             "policy_lag_mean": mean(self.lag_means),
             "policy_lag_max": self.lag_max if self.losses else None,
             "replay_size": replay["size"],
-            "updates_per_s": (self.step - self.first_step) / dt,
+            "updates_per_s": updates / dt,
+            "batch_mean": self.trained / updates if updates else None,
             "inserts_per_s": inserted / dt,
             "samples_per_insert": sampled / inserted if inserted else None,
             "dropped_stale": replay["dropped_stale"],
+            # Every scored trajectory is trained on: records sampled at least once / inserted.
+            "fraction_trained": replay["fraction_trained"],
+            # Of the actors' time, the part held by back-pressure (the learner was behind).
+            "actor_held_frac": self.held_s / (actors * dt),
             "reward_latency_ms": 1000 * mean(self.reward_s) if self.reward_s else None,
             # Of the actors' time on batches, the part spent in rewards (pipelined: waiting on them).
             "reward_time_frac": sum(self.reward_s) / (sum(self.reward_s) + self.sample_s) if self.reward_s else None,

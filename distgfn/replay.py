@@ -1,20 +1,28 @@
 """The replay table: a plain Python object (the distributed runtime wraps it as one Ray actor).
 
-    table = ReplayTable(capacity=10_000, min_size=64, samples_per_insert=4.0, error_buffer=256)
+    table = ReplayTable(capacity=10_000, min_size=64, samples_per_insert=1.0, error_buffer=256)
     table.insert([Record("actor0-17", version=3, log_reward=1.2, data=b"...")])
-    batch = table.sample(16, min_version=learner_version - max_policy_lag)   # None: blocked
+    batch = table.sample(16, up_to=64)      # 16 to 64 records; None: blocked
 
-- FIFO eviction at `capacity`. Sampling is `fifo` (the oldest records, each handed out once
-  and then removed, like Reverb's Queue: on-policy-like training, as in the serial runtime),
-  `uniform` (with replacement) or `prioritized` (with replacement, P(i) proportional to
-  exp(alpha * log_reward_i)).
+A reward that was paid for is never thrown away: every record is sampled at least once.
+- Sampling takes the records never sampled yet ("fresh") first, oldest first, and asks for
+  more when they pile up: `sample(n, up_to)` returns between n and up_to records, as many
+  fresh ones as there are in that range, topped up to n by the sampler. So the learner's
+  batch grows with the backlog, and its consumption keeps up with production.
+- The sampler: `fifo` (fresh records only, each handed out once and then removed, like
+  Reverb's Queue: on-policy-like training), `uniform` (the top-up drawn with replacement)
+  or `prioritized` (the top-up drawn with P(i) proportional to exp(alpha * log_reward_i)).
+- Capacity evicts the oldest record, and only one sampled at least once: an insert that
+  would evict a fresh record is held instead (back-pressure), never a silent loss.
 - Rate limiting as DeepMind Reverb's SampleToInsertRatio: with diff = inserts *
   samples_per_insert - samples (see diff()), an insert is allowed while diff + samples_per_insert <=
   max_diff and a sample of n while diff - n >= min_diff, where min/max_diff =
   min_size * samples_per_insert -/+ error_buffer. Below `min_size` inserts always go through
-  and sampling waits. Settings where both could block at once are rejected.
+  and sampling waits. Settings where both could block at once are rejected. A held insert
+  makes the actor wait for the learner instead of paying for rewards nobody trains on.
 - Inserts are idempotent by record id (a retried insert is a no-op).
-- Records older than `min_version` are dropped at sampling and counted as stale.
+- `min_version` is an explicit policy a user may choose (learner.max_policy_lag): records
+  older than it are dropped at sampling, and counted as dropped_stale.
 """
 
 from __future__ import annotations
@@ -41,8 +49,9 @@ class Record:
 class Counters:
     inserted: int = 0
     sampled: int = 0
-    evicted: int = 0
-    dropped_stale: int = 0
+    evicted: int = 0  # by capacity, each after it was sampled at least once
+    dropped_stale: int = 0  # by the explicit max_policy_lag policy only
+    trained: int = 0  # records sampled at least once (the learner trained on them)
     duplicates: int = 0
 
 
@@ -52,7 +61,7 @@ class ReplayTable:
     min_size: int = 1
     samples_per_insert: float | None = None  # None: no rate limit
     error_buffer: float = 0.0
-    # Largest n passed to sample(); the deadlock check needs it.
+    # Largest number of records one sample() returns (its up_to); the deadlock check needs it.
     batch_size: int = 1
     sampler: str = "uniform"  # fifo | uniform | prioritized
     alpha: float = 1.0
@@ -64,6 +73,7 @@ class ReplayTable:
                        self.sampler)
         self.records: list[Record | None] = [None] * self.capacity
         self.slot_of: dict[str, int] = {}
+        self.fresh: dict[str, int] = {}  # id -> slot of the records never sampled, oldest first
         self.next_slot = 0
         self.rng = np.random.default_rng(self.seed)
         # Records inserted since this table was made, by source (the id's part before its first
@@ -74,22 +84,36 @@ class ReplayTable:
     def size(self) -> int:
         return len(self.slot_of)
 
-    def diff(self) -> float:
-        """inserts * samples_per_insert - samples, where records dropped unsampled (stale, or
-        evicted from a fifo table) count as never inserted, so dropping cannot deadlock."""
+    @property
+    def fraction_trained(self) -> float | None:
+        """Records sampled at least once / records inserted (None before any insert)."""
         c = self.counters
-        lost = c.dropped_stale + (c.evicted if self.sampler == "fifo" else 0)
-        return (c.inserted - lost) * (self.samples_per_insert or 0) - c.sampled
+        return c.trained / c.inserted if c.inserted else None
 
-    def can_insert(self) -> bool:
+    def diff(self) -> float:
+        """inserts * samples_per_insert - samples, where records dropped unsampled (stale) count
+        as never inserted, so dropping cannot deadlock."""
+        c = self.counters
+        return (c.inserted - c.dropped_stale) * (self.samples_per_insert or 0) - c.sampled
+
+    def can_insert(self, n: int = 1) -> bool:
+        """Room for n new records: none of them would evict a fresh record, and the rate
+        limiter (above min_size) admits the first."""
+        if len(self.fresh) + n > self.capacity:
+            return False
         if self.samples_per_insert is None or self.size < self.min_size:
             return True
         return self.diff() + self.samples_per_insert <= self.max_diff
 
-    def can_sample(self, n: int) -> bool:
-        if self.size < max(self.min_size, n if self.sampler == "fifo" else 1):
-            return False
-        return self.samples_per_insert is None or self.diff() - n >= self.min_diff
+    def batch_size_now(self, n: int, up_to: int) -> int:
+        """How many records a sample would return now (0: blocked): the fresh backlog clamped
+        to [n, up_to], less where the rate limiter allows fewer (never below n)."""
+        available = self.size if self.sampler == "fifo" else len(self.fresh)
+        want = min(max(available, n), up_to)
+        if self.samples_per_insert is not None:
+            want = min(want, math.floor(self.diff() - self.min_diff))
+        ready = self.size >= max(self.min_size, n if self.sampler == "fifo" else 1)
+        return want if ready and want >= n else 0
 
     @property
     def min_diff(self) -> float:
@@ -105,7 +129,7 @@ class ReplayTable:
         the limiter overshoots by at most one group. Returns how many were taken: all (records
         already present count as taken, so a retry is harmless) or 0 (the caller retries)."""
         fresh = [r for r in records if r.id not in self.slot_of]
-        if fresh and not self.can_insert():
+        if fresh and not self.can_insert(len(fresh)):
             return 0
         self.counters.duplicates += len(records) - len(fresh)
         for record in fresh:
@@ -115,63 +139,85 @@ class ReplayTable:
         return len(records)
 
     def _put(self, record: Record) -> None:
+        """Writes the record over the oldest slot (can_insert made sure it holds no fresh record)."""
         old = self.records[self.next_slot]
         if old is not None:
             del self.slot_of[old.id]
             self.counters.evicted += 1
         self.records[self.next_slot] = record
-        self.slot_of[record.id] = self.next_slot
+        self.slot_of[record.id] = self.fresh[record.id] = self.next_slot
         self.next_slot = (self.next_slot + 1) % self.capacity
         self.counters.inserted += 1
 
-    def sample(self, n: int, min_version: int | None = None) -> list[Record] | None:
-        """n records, or None when the rate limiter or min_size blocks sampling."""
+    def sample(self, n: int, up_to: int | None = None, min_version: int | None = None) -> list[Record] | None:
+        """n to up_to (default n) records, the fresh ones first, or None when the rate limiter
+        or min_size blocks sampling."""
         if min_version is not None:
             self._drop_older_than(min_version)
-        if not self.can_sample(n):
+        k = self.batch_size_now(n, max(up_to or n, n))
+        if not k:
             return None
-        if self.sampler == "fifo":
-            return self._take_oldest(n)
+        taken = self._take_fresh(k)
+        self.counters.sampled += k
+        return taken + self._draw(k - len(taken))
+
+    def _take_fresh(self, k: int) -> list[Record]:
+        """Up to k of the oldest fresh records (dicts keep insertion order); fifo removes them."""
+        taken = []
+        for record_id in list(itertools.islice(self.fresh, k)):
+            slot = self.fresh.pop(record_id)
+            taken.append(self.records[slot])
+            if self.sampler == "fifo":
+                del self.slot_of[record_id]
+                self.records[slot] = None
+        self.counters.trained += len(taken)
+        return taken
+
+    def _draw(self, k: int) -> list[Record]:
+        """k records drawn with replacement by the sampler (uniform or prioritized)."""
+        if k <= 0:
+            return []
         slots = np.fromiter(self.slot_of.values(), dtype=np.int64, count=self.size)
         if self.sampler == "prioritized":
             logits = self.alpha * np.array([self.records[s].log_reward for s in slots])
             p = np.exp(logits - logits.max())
-            chosen = self.rng.choice(slots, size=n, p=p / p.sum())
+            chosen = self.rng.choice(slots, size=k, p=p / p.sum())
         else:
-            chosen = slots[self.rng.integers(0, len(slots), size=n)]
-        self.counters.sampled += n
+            chosen = slots[self.rng.integers(0, len(slots), size=k)]
         return [self.records[s] for s in chosen]
 
-    def _take_oldest(self, n: int) -> list[Record]:
-        taken = []
-        for record_id in list(itertools.islice(self.slot_of, n)):  # dicts keep insertion order
-            slot = self.slot_of.pop(record_id)
-            taken.append(self.records[slot])
-            self.records[slot] = None
-        self.counters.sampled += n
-        return taken
-
     def _drop_older_than(self, min_version: int) -> None:
-        stale = [s for s in self.slot_of.values() if self.records[s].version < min_version]
-        for s in stale:
-            del self.slot_of[self.records[s].id]
-            self.records[s] = None
+        """The explicit max_policy_lag policy: drops the records older than min_version."""
+        stale = [(i, s) for i, s in self.slot_of.items() if self.records[s].version < min_version]
+        for record_id, slot in stale:
+            del self.slot_of[record_id]
+            self.fresh.pop(record_id, None)
+            self.records[slot] = None
         self.counters.dropped_stale += len(stale)
 
     def state(self) -> dict:
         live = sorted(self.slot_of.values(), key=lambda s: (s - self.next_slot) % self.capacity)
         return {"records": [asdict(self.records[s]) for s in live], "counters": asdict(self.counters),
-                "rng": self.rng.bit_generator.state}
+                "fresh": list(self.fresh), "rng": self.rng.bit_generator.state}
 
     def restore(self, state: dict, requeue: list[Record] = ()) -> None:
         """Continues from state(). `requeue`: records that had been sampled but not trained on
-        when the state was taken; they go back in as the oldest, and count as unsampled."""
+        when the state was taken; they go back in as the oldest, and count as unsampled and
+        fresh (each is counted as trained again when it is next sampled)."""
         self.records = [None] * self.capacity
-        self.slot_of, self.next_slot = {}, 0
+        self.slot_of, self.fresh, self.next_slot = {}, {}, 0
         counters = Counters(**state["counters"])
-        for r in (list(requeue) + [Record(**r) for r in state["records"]])[-self.capacity:]:
+        saved = [Record(**r) for r in state["records"]]
+        ids = {r.id for r in saved}
+        taken = {r.id: r for r in requeue}  # a uniform draw may hold a record twice
+        # A checkpoint from before fresh records were tracked: a fifo table holds only fresh ones.
+        fresh = set(state.get("fresh", ids if self.sampler == "fifo" else ())) | set(taken)
+        for r in ([r for i, r in taken.items() if i not in ids] + saved)[-self.capacity:]:
             self._put(r)
+        for record_id in [i for i in self.fresh if i not in fresh]:
+            del self.fresh[record_id]
         counters.sampled -= len(requeue)
+        counters.trained -= len(taken)
         self.counters = counters
         self.rng.bit_generator.state = state["rng"]
 
@@ -183,6 +229,8 @@ def check_settings(capacity, min_size, samples_per_insert, error_buffer, batch_s
         raise ValueError(f"replay: capacity ({capacity}) and min_size ({min_size}) must be >= 1")
     if min_size > capacity:
         raise ValueError(f"replay: min_size ({min_size}) > capacity ({capacity}) would never allow sampling")
+    if batch_size > capacity:
+        raise ValueError(f"replay: a batch of {batch_size} records cannot fit a capacity of {capacity}")
     if samples_per_insert is None:
         return
     if samples_per_insert <= 0:

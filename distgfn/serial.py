@@ -149,6 +149,7 @@ def metrics_row(cfg, learner, evaluator, clock, trajectories, losses, cache=None
         "traj_per_s": clock.rate(trajectories),
         "policy_lag_mean": 0.0,
         "replay_size": 0,
+        "fraction_trained": 1.0,  # each batch is trained on as soon as it is scored
     }
     if cache is not None:
         row.update({f"reward_cache_{k}": v for k, v in cache.stats().items()})

@@ -16,6 +16,7 @@ import torch
 
 from distgfn import checkpoint
 from distgfn.batch import read_record, stack_batches
+from distgfn.config import max_batch
 from distgfn.learning import Learner
 
 
@@ -33,6 +34,10 @@ class LearnerActor:
         self.lock = threading.Lock()
         self.publish()
 
+    def actor_id(self) -> str:
+        """Ray's id of this actor, which a RayActorError about it carries."""
+        return ray.get_runtime_context().get_actor_id()
+
     @ray.method(concurrency_group="control")
     def stop(self) -> None:
         """Makes the running and queued train calls return at the next update (a stop must not
@@ -49,7 +54,7 @@ class LearnerActor:
     def train(self, n_updates: int) -> dict:
         """n_updates objective steps, publishing every learner.publish_every updates and at the
         end. Returns the call's statistics."""
-        losses, lags, waited, start = [], [], 0.0, time.perf_counter()
+        losses, lags, waited, start, trained = [], [], 0.0, time.perf_counter(), 0
         while len(losses) < n_updates and not self.stopping.is_set():
             # The lock is let go between empty tries, so a snapshot never waits on a starved learner.
             with self.lock:
@@ -59,6 +64,7 @@ class LearnerActor:
                 if records is None:
                     continue
                 lags.extend(self.learner.step - version for version, _ in records)
+                trained += len(records)
                 batch = stack_batches([read_record(blob) for _, blob in records])
                 losses.append(self.learner.update(batch))
                 if self.learner.step % self.cfg.learner.publish_every == 0:
@@ -69,6 +75,7 @@ class LearnerActor:
         return {
             "step": self.learner.step,
             "updates": len(losses),
+            "records": trained,
             "loss": float(np.mean(losses)) if losses else None,
             "lag_min": int(min(lags)) if lags else None,
             "lag_mean": float(np.mean(lags)) if lags else None,
@@ -90,9 +97,12 @@ class LearnerActor:
         return records
 
     def request(self):
+        """Every record not yet trained on, from sampler.batch_size up to learner.max_batch."""
+        lag = self.cfg.learner.max_policy_lag
         # The batch asked for now trains at the next step (it is prefetched), hence the + 1.
-        min_version = self.learner.step + 1 - self.cfg.learner.max_policy_lag
-        return self.replay.sample.remote(self.cfg.sampler.batch_size, min_version, self.sample_timeout_s)
+        min_version = None if lag is None else self.learner.step + 1 - lag
+        return self.replay.sample.remote(self.cfg.sampler.batch_size, max_batch(self.cfg), min_version,
+                                         self.sample_timeout_s)
 
     @ray.method(concurrency_group="control")
     def snapshot(self) -> dict:

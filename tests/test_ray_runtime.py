@@ -47,8 +47,8 @@ def make_replay(**settings):
 def test_replay_actor_sample_waits_for_min_size_then_wakes_on_insert(ray_cluster):
     ray = ray_cluster
     replay = make_replay(min_size=4)
-    assert ray.get(replay.sample.remote(2, None, 0.05)) is None, "blocked below min_size"
-    waiting = replay.sample.remote(2, None, 60.0)
+    assert ray.get(replay.sample.remote(2, 2, None, 0.05)) is None, "blocked below min_size"
+    waiting = replay.sample.remote(2, 2, None, 60.0)
     assert ray.get(replay.insert.remote(records(4), 5.0))["taken"] == 4
     got = ray.get(waiting, timeout=30)
     assert len(got) == 2 and all(v == 0 for v, _ in got)
@@ -60,8 +60,8 @@ def test_replay_actor_holds_back_inserts_when_samples_lag(ray_cluster):
     assert ray.get(replay.insert.remote(records(3), 0.05))["taken"] == 3, "filling up to min_size is never held"
     assert ray.get(replay.insert.remote(records(2, start=3), 0.05))["taken"] == 0, "held back whole"
     pending = replay.insert.remote(records(2, start=3), 60.0)
-    assert ray.get(replay.sample.remote(1, None, 5.0)) is not None
-    assert ray.get(replay.sample.remote(1, None, 5.0)) is not None
+    assert ray.get(replay.sample.remote(1, 1, None, 5.0)) is not None
+    assert ray.get(replay.sample.remote(1, 1, None, 5.0)) is not None
     assert ray.get(pending, timeout=30)["taken"] == 2
 
 
@@ -106,9 +106,9 @@ def test_actors_adopt_published_versions_and_stale_records_are_dropped(ray_clust
     assert ray.get(replay.insert.remote([], 1.0, held_version=7))["weights"] is None
     assert ray.get(replay.insert.remote([], 1.0, held_version=5))["weights"] is not None
 
-    sampled = ray.get(replay.sample.remote(16 * 4, None, 5.0))
+    sampled = ray.get(replay.sample.remote(16 * 4, 16 * 4, None, 5.0))
     assert {decode(b)["version"] for _, b in sampled} <= {5, 7} and {v for v, _ in sampled} <= {5, 7}
-    assert ray.get(replay.sample.remote(1, 8, 0.05)) is None
+    assert ray.get(replay.sample.remote(1, 1, 8, 0.05)) is None
     stats = ray.get(replay.stats.remote())
     assert stats["dropped_stale"] == stats["inserted"] == 64 and stats["size"] == 0
 

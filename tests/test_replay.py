@@ -18,11 +18,60 @@ def test_blocks_sampling_until_min_size():
     assert len(table.sample(1)) == 1
 
 
-def test_evicts_oldest_first_at_capacity():
+def test_evicts_oldest_first_at_capacity_once_sampled():
     table = ReplayTable(capacity=3)
-    table.insert(records(5))
+    table.insert(records(3))
+    table.sample(3)
+    table.insert(records(2, start=3))
     assert sorted(table.slot_of) == ["r2", "r3", "r4"]
     assert table.counters.evicted == 2 and table.size == 3
+
+
+def test_holds_an_insert_that_would_evict_an_unsampled_record():
+    table = ReplayTable(capacity=3)
+    assert table.insert(records(2)) == 2
+    assert table.insert(records(2, start=2)) == 0, "r0 was never sampled: the insert waits"
+    assert table.size == 2 and table.counters.evicted == 0
+    table.sample(1)  # r0, the oldest fresh record
+    assert table.insert(records(2, start=2)) == 2 and sorted(table.slot_of) == ["r1", "r2", "r3"]
+
+
+def test_samples_fresh_records_first_oldest_first():
+    table = ReplayTable(capacity=10, seed=0)
+    table.insert(records(3))
+    assert [r.id for r in table.sample(2)] == ["r0", "r1"]
+    batch = table.sample(3)
+    assert batch[0].id == "r2" and {r.id for r in batch[1:]} <= {"r0", "r1", "r2"}, "then drawn by the sampler"
+    assert table.counters.trained == 3 and table.fraction_trained == 1.0
+
+
+def test_batch_grows_with_the_backlog_up_to_the_limit():
+    table = ReplayTable(capacity=100, batch_size=8)
+    table.insert(records(5))
+    assert len(table.sample(2, up_to=8)) == 5, "all 5 fresh records in one batch"
+    table.insert(records(20, start=5))
+    assert len(table.sample(2, up_to=8)) == 8
+    assert len(table.sample(2, up_to=8)) == 8
+    assert len(table.sample(2, up_to=8)) == 4
+    assert len(table.sample(2, up_to=8)) == 2, "no backlog: the minimum, drawn by the sampler"
+    assert table.counters.trained == 25
+
+
+def test_fifo_batch_grows_with_the_backlog():
+    table = ReplayTable(capacity=100, sampler="fifo", batch_size=8)
+    table.insert(records(11))
+    assert [len(table.sample(2, up_to=8)), len(table.sample(2, up_to=8))] == [8, 3]
+    assert table.sample(2, up_to=8) is None and table.counters.trained == 11
+
+
+def test_rate_limiter_caps_a_growing_batch():
+    # spi 0.5, buffer 4.25, min_size 1: a sample of k is allowed while 0.5 * inserted - sampled - k >= -3.75.
+    table = ReplayTable(capacity=100, samples_per_insert=0.5, error_buffer=4.25, batch_size=8)
+    table.insert(records(8))  # diff 4
+    assert len(table.sample(2, up_to=8)) == 7, "8 fresh, but 4 - 8 < -3.75"
+    assert table.sample(2, up_to=8) is None, "4 - 7 - 2 < -3.75"
+    table.insert(records(2, start=8))  # diff -2
+    assert [r.id for r in table.sample(1, up_to=8)] == ["r7"], "-2 - 1 >= -3.75; -2 - 2 is not"
 
 
 def test_inserts_are_idempotent_by_id():
@@ -87,12 +136,14 @@ def test_prioritized_sampling_follows_reward():
 
 def test_restores_contents_counters_and_rng_from_state():
     table = ReplayTable(capacity=4, seed=3)
-    table.insert(records(6))
-    table.sample(2)
+    table.insert(records(4))
+    table.sample(3)
+    table.insert(records(2, start=4))
     copy = ReplayTable(capacity=4, seed=99)
     copy.restore(table.state())
     assert copy.counters == table.counters
     assert list(copy.slot_of) == list(table.state()["records"][i]["id"] for i in range(4))
+    assert list(copy.fresh) == list(table.fresh) == ["r3", "r4", "r5"]
     assert [r.id for r in copy.sample(5)] == [r.id for r in table.sample(5)]
     copy.insert(records(1, start=6))
     table.insert(records(1, start=6))
@@ -126,5 +177,17 @@ def test_restore_requeues_taken_records_as_the_oldest_and_unsampled():
     state = table.state()
     copy = ReplayTable(capacity=10, sampler="fifo")
     copy.restore(state, requeue=taken)
-    assert copy.counters.sampled == 0 and copy.counters.inserted == 4
+    assert copy.counters.sampled == copy.counters.trained == 0 and copy.counters.inserted == 4
     assert [r.id for r in copy.sample(4)] == ["r0", "r1", "r2", "r3"]
+
+
+def test_restore_makes_taken_records_fresh_again_in_a_uniform_table():
+    table = ReplayTable(capacity=10)
+    table.insert(records(3))
+    taken = table.sample(2)  # r0, r1: still in the table, no longer fresh
+    copy = ReplayTable(capacity=10)
+    copy.restore(table.state(), requeue=taken)
+    assert copy.size == 3 and list(copy.fresh) == ["r0", "r1", "r2"]
+    assert copy.counters.trained == 0 and copy.counters.sampled == 0
+    copy.sample(3)
+    assert copy.counters.trained == 3 and copy.fraction_trained == 1.0

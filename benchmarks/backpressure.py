@@ -1,0 +1,115 @@
+"""Every scored trajectory trained on: whole runs (learner included), the way a user runs them.
+
+    python benchmarks/backpressure.py throughput   # 1 vs 8 actors at 50 ms, 1 vs 16 at 200 ms
+    python benchmarks/backpressure.py learning     # l1_exact against scored trajectories
+
+Each run is `distgfn train configs/hypergrid-4d.yaml` with `runtime: ray` (or serial), side by
+side in one process on one embedded Ray cluster, so the figures compare within one sitting.
+Two policies for records the learner cannot keep up with:
+- keep (the default): the learner's batch grows with the backlog up to learner.max_batch,
+  and the replay table holds the actors back beyond it; nothing is dropped;
+- drop (what distgfn did before): a fixed batch of sampler.batch_size, and records more than
+  learner.max_policy_lag = 20 versions old dropped at sampling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import ray  # noqa: E402
+
+from distgfn import driver, serial  # noqa: E402
+from distgfn.config import load_config  # noqa: E402
+from distgfn.metrics import read_metrics  # noqa: E402
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "hypergrid-4d.yaml"
+POLICIES = {"keep": [], "drop": ["learner.max_policy_lag=20", "learner.max_batch=16"]}
+WORKER_ENV = {"env_vars": {"OMP_NUM_THREADS": "1"}}
+
+
+def run(overrides: list[str]) -> list[dict]:
+    """One training run; its metrics rows."""
+    cfg = load_config(CONFIG, overrides)
+    runtime = serial if cfg.runtime == "serial" else driver
+    with tempfile.TemporaryDirectory() as tmp:
+        runtime.train(cfg, Path(tmp), progress=lambda row, total: None)
+        return read_metrics(Path(tmp) / "metrics.jsonl")
+
+
+def steady(rows: list[dict]) -> dict:
+    """Rates over the rows after the first (start-up and warm-up left out)."""
+    first, last = rows[0], rows[-1]
+    dt = last["wall_s"] - first["wall_s"]
+    return {"traj_per_s": (last["trajectories"] - first["trajectories"]) / dt,
+            "updates_per_s": (last["step"] - first["step"]) / dt,
+            "dropped": last["dropped_stale"], "fraction_trained": last["fraction_trained"],
+            "lag": max(r["policy_lag_max"] or 0 for r in rows[1:]),
+            "held": sum(r["actor_held_frac"] for r in rows[1:]) / (len(rows) - 1),
+            "batch": sum(r["batch_mean"] or 0 for r in rows[1:]) / (len(rows) - 1)}
+
+
+def throughput(seconds: float = 40.0) -> None:
+    """Trajectories/s of n actors against n times one actor's, learner included."""
+    print(f"throughput (HyperGrid ndim 4, FM, batches of 16, learner included, ~{seconds:.0f} s per run, "
+          f"{os.cpu_count()} cores)")
+    for latency, counts in ((50, (1, 8)), (200, (1, 16))):
+        base = None
+        for n in counts:
+            for policy in ("keep", "drop") if n > 1 else ("keep",):
+                figures = steady(run(sized(n, latency, seconds) + POLICIES[policy]))
+                base = base or figures["traj_per_s"]
+                print(f"  {latency:3d} ms reward, {n:2d} actors, {policy}: {figures['traj_per_s']:6.0f} traj/s "
+                      f"= {figures['traj_per_s'] / (n * base):.2f} x {n} x one actor; "
+                      f"{figures['updates_per_s']:.0f} updates/s of {figures['batch']:.0f} records; "
+                      f"dropped_stale {figures['dropped']}, fraction_trained {figures['fraction_trained']:.4f}, "
+                      f"max lag {figures['lag']}, actors held {figures['held']:.0%}", flush=True)
+
+
+def sized(actors: int, latency_ms: float, seconds: float) -> list[str]:
+    """A run of about `seconds`: its steps from the ideal rate of `actors` (one record per
+    trajectory, 16 per batch, one batch in flight per 50 ms reward)."""
+    ideal = actors * 16 * 1000 / max(latency_ms, 1)
+    steps = max(500, int(seconds * ideal / 16) // 125 * 125)
+    return ["runtime=ray", f"actors.num={actors}", "actors.cpus=0.1", f"reward.latency_ms={latency_ms}",
+            f"learner.steps={steps}", "log.every=125", "eval.every=0"]
+
+
+def learning(budget: int = 100_000, target: float = 0.05, latency_ms: float = 50.0) -> None:
+    """Scored trajectories until l1_exact <= target: serial, and 8 actors with each policy."""
+    print(f"learning (HyperGrid ndim 4, FM, reward latency {latency_ms:g} ms, to l1_exact <= {target}, "
+          f"budget {budget} trajectories)")
+    common = [f"learner.steps={budget // 16}", "log.every=125", "eval.every=125", f"reward.latency_ms={latency_ms}"]
+    runs = [("serial", ["runtime=serial"]),
+            ("8 actors, keep", ["runtime=ray", "actors.num=8", "actors.cpus=0.1"] + POLICIES["keep"]),
+            ("8 actors, drop", ["runtime=ray", "actors.num=8", "actors.cpus=0.1"] + POLICIES["drop"])]
+    for name, extra in runs:
+        rows = run(common + extra)
+        hit = next((r for r in rows if r.get("l1_exact", 1) <= target), None)
+        where = f"reached after {hit['trajectories']} trajectories ({hit['wall_s']:.0f} s)" if hit else "not reached"
+        last = rows[-1]
+        print(f"  {name:15s}: {where}; final l1_exact {last['l1_exact']:.4f} after {last['trajectories']} "
+              f"trajectories, {last['wall_s']:.0f} s; dropped_stale {last.get('dropped_stale', 0)}", flush=True)
+
+
+PARTS = {"throughput": throughput, "learning": learning}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("parts", nargs="*", choices=[*PARTS, []], default=list(PARTS))
+    args = p.parse_args()
+    ray.init(address="local", num_cpus=4, include_dashboard=False, runtime_env=WORKER_ENV, log_to_driver=False)
+    try:
+        for name in args.parts:
+            PARTS[name]()
+    finally:
+        ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""The rollout actors of a Ray run, keyed by one name each ("actor3").
+
+    fleet = Fleet(make_actor, max_restarts=10, run_s=1.0)
+    fleet.scale_to(4)                   # four actors, each with a call in flight
+    ready, _ = ray.wait(fleet.refs() + [learner_call], num_returns=1)
+    report, lost = fleet.take(ready[0])  # the actor's report (None if it died), and its next call
+    fleet.scale_to(2)                   # two leave: they drain (finish and insert), then go
+
+Every actor has one call in flight: `run` (sample for actors.report_every_s) or, once it is
+leaving, `drain`. A call whose actor died is lost (`lost`); Ray restarts the actor
+(actors.max_restarts times) and the fleet calls it again after a short pause (`call_due`).
+An actor dead past its restarts leaves the fleet and the run goes on with the others.
+Errors are told apart by type: a call that raised (RayTaskError, its cause re-raised here) is
+about the work, such as a replay table that died under an insert; a RayActorError on its own
+is the actor's own death.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import ray
+
+RETRY_PAUSE_S = 0.5  # before calling an actor again that Ray is restarting
+
+
+@dataclass
+class Member:
+    handle: object
+    deaths: int = 0
+    restarting: bool = False  # its last call found it dead; Ray is restarting it
+    leaving: bool = False  # scaled away: its next call is a drain, then it goes
+    retry_at: float | None = None  # when to call it again (while restarting)
+    unavailable: str | None = None  # why its reward service was down, at its last report
+
+
+class Fleet:
+    def __init__(self, make_actor: Callable[[str, int], object], max_restarts: int, run_s: float,
+                 on_restart: Callable[[object], None] | None = None, departed: dict | None = None):
+        """`make_actor(name, index)` creates a RolloutActor; `on_restart(handle)` is told of an
+        actor Ray rebuilt; `departed` collects the lifetime totals of each actor scaled away."""
+        self.make_actor, self.max_restarts, self.run_s, self.on_restart = make_actor, max_restarts, run_s, on_restart
+        self.members: dict[str, Member] = {}
+        self.calls: dict = {}  # ObjectRef of a call in flight -> the actor's name
+        self.departed = departed if departed is not None else {}
+        self.next_index = 0
+        self.failures = 0  # actor deaths seen
+
+    @property
+    def target(self) -> int:
+        """The actors that stay (leaving ones not counted)."""
+        return sum(not m.leaving for m in self.members.values())
+
+    def handles(self) -> list:
+        return [m.handle for m in self.members.values()]
+
+    def unavailable(self) -> dict[str, str | None]:
+        return {name: m.unavailable for name, m in self.members.items()}
+
+    def refs(self) -> list:
+        return list(self.calls)
+
+    def owns(self, ref) -> bool:
+        return ref in self.calls
+
+    def scale_to(self, n: int) -> None:
+        """New actors start sampling at once; the newest of the others leave: each drains first."""
+        staying = [name for name, m in self.members.items() if not m.leaving]
+        for _ in range(n - len(staying)):
+            name, index = f"actor{self.next_index}", self.next_index
+            self.next_index += 1
+            self.members[name] = Member(self.make_actor(name, index))
+            self.call(name)
+        for name in staying[n:]:
+            member = self.members[name]
+            member.leaving = True
+            if member.retry_at is not None:  # restarting: its next call is the drain
+                member.retry_at = None
+                self.call(name)
+
+    def call(self, name: str) -> None:
+        m = self.members[name]
+        ref = m.handle.drain.remote() if m.leaving else m.handle.run.remote(self.run_s)
+        self.calls[ref] = name
+
+    def take(self, ref) -> tuple[dict | None, bool]:
+        """The report of a finished call (None if its actor died: `lost` says whether that call
+        was lost to a new death, not a retry), after which the actor gets its next call, leaves
+        (drained), or waits to be called again while Ray restarts it."""
+        name = self.calls.pop(ref)
+        try:
+            report = ray.get(ref)
+        except ray.exceptions.RayTaskError as e:  # the call raised: about its work, not this actor
+            cause = e.cause if isinstance(getattr(e, "cause", None), Exception) else None
+            raise (cause or e) from None
+        except ray.exceptions.RayActorError as e:
+            return None, self.died(name, e)
+        member = self.members[name]
+        if member.restarting and self.on_restart is not None:
+            self.on_restart(member.handle)
+        member.restarting, member.unavailable = False, report["unavailable"]
+        if member.leaving and "totals" in report:
+            self.remove(name, report["totals"])
+        else:
+            self.call(name)
+        return report, False
+
+    def died(self, name: str, error: Exception) -> bool:
+        """Schedules a retry while Ray restarts the actor, or removes it when it is past its
+        restarts; True if this is a new death (its call is lost), not a retry's."""
+        member = self.members[name]
+        if member.restarting:  # a retry while Ray restarts it: nothing new was lost
+            member.retry_at = time.monotonic() + RETRY_PAUSE_S
+            return False
+        member.restarting, self.failures, member.deaths = True, self.failures + 1, member.deaths + 1
+        print(f"distgfn: rollout actor {name} failed ({type(error).__name__}); failure {member.deaths}", file=sys.stderr)
+        if self.max_restarts < 0 or member.deaths <= self.max_restarts:
+            member.retry_at = time.monotonic() + RETRY_PAUSE_S
+        else:
+            self.remove(name, None)
+        return True
+
+    def call_due(self) -> None:
+        """Calls again each restarting actor whose pause is over."""
+        now = time.monotonic()
+        for name, m in self.members.items():
+            if m.retry_at is not None and m.retry_at <= now:
+                m.retry_at = None
+                self.call(name)
+
+    def next_retry_s(self) -> float | None:
+        """Seconds until the next restarting actor is due, or None when none is."""
+        due = [m.retry_at for m in self.members.values() if m.retry_at is not None]
+        return max(min(due) - time.monotonic(), 0.0) if due else None
+
+    def remove(self, name: str, totals: dict | None) -> None:
+        """Kills a leaving actor whose drain returned (saying what it contributed), or one dead
+        for good."""
+        member = self.members.pop(name)
+        if totals:
+            self.departed[name] = totals
+            print(f"distgfn: {name} left: {totals['trajectories']} trajectories sampled, {totals['records']} "
+                  f"records made, {totals['in_replay']} in the replay table", file=sys.stderr)
+        ray.kill(member.handle)
+        if not self.members:
+            raise RuntimeError("every rollout actor died more than actors.max_restarts times")
+
+    def kill(self) -> None:
+        for member in self.members.values():
+            ray.kill(member.handle)
+        self.members, self.calls = {}, {}
