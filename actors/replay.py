@@ -2,8 +2,8 @@
 condition variable in its own thread, without holding up other calls.
 
 It also serves the newest published weights: the learner announces each version here, and
-every insert acknowledgement carries the newest (version, [ObjectRef]), so rollout actors
-learn of new weights without any extra call.
+every insert acknowledgement (InsertAck) carries the newest Published version, so rollout
+actors learn of new weights without any extra call.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import time
 import ray
 
 from distgfn import checkpoint
+from distgfn.messages import InsertAck, Published
 from distgfn.replay import ReplayTable, parse_record
 from distgfn.wire import WireError
 
@@ -24,26 +25,26 @@ class ReplayActor:
         self.table = ReplayTable(**table_settings)
         self.rejected = 0
         self.changed = threading.Condition()
-        self.weights = (-1, [None])
+        self.newest = Published(-1, [None])
 
     def actor_id(self) -> str:
         """Ray's id of this actor, which a RayActorError about it carries."""
         return ray.get_runtime_context().get_actor_id()
 
-    def publish(self, version: int, weights: list) -> None:
+    def publish(self, published: Published) -> None:
         with self.changed:
-            if version > self.weights[0]:
-                self.weights = (version, weights)
+            if published.version > self.newest.version:
+                self.newest = published
 
-    def latest(self) -> tuple[int, list]:
-        return self.weights
+    def latest(self) -> Published:
+        return self.newest
 
     @ray.method(enable_task_events=False)  # hundreds a second: keep them out of Ray's task history
-    def insert(self, blobs: list[bytes], timeout_s: float, held_version: int = -1) -> dict:
+    def insert(self, blobs: list[bytes], timeout_s: float, held_version: int = -1) -> InsertAck:
         """Inserts the records all or none, waiting up to timeout_s for the rate limiter;
-        corrupt records are rejected and reported, never inserted. Returns {"taken" (all or 0),
-        "rejected", "errors"}, the newest published version and its weights when they are
-        newer than `held_version` (else None: a reference passed around costs Ray bookkeeping)."""
+        corrupt records are rejected and reported, never inserted. The acknowledgement names
+        the newest published weights when they are newer than `held_version` (else None: a
+        reference passed around costs Ray bookkeeping)."""
         records, errors = [], []
         for blob in blobs:
             try:
@@ -60,9 +61,8 @@ class ReplayActor:
             return taken == len(records), taken > 0
 
         self._until(insert_all, timeout_s)
-        version, weights = self.weights
-        return {"taken": taken, "rejected": len(errors), "errors": errors[:3], "version": version,
-                "weights": weights if version > held_version else None}
+        newest = self.newest if self.newest.version > held_version else None
+        return InsertAck(taken, len(errors), errors[:3], newest)
 
     def sample(self, n: int, up_to: int, min_version: int | None, timeout_s: float):
         """[(version, blob)] * (n to up_to: see ReplayTable.sample), or None if sampling stayed

@@ -11,6 +11,7 @@ import ray
 import torch
 
 from distgfn.evaluation import Sampled
+from distgfn.messages import ActorReport, Published
 from distgfn.rewards.cache import RemoteCache
 from distgfn.rollout import RolloutWorker, encode_records
 
@@ -38,7 +39,7 @@ class RolloutActor:
         # records the replay table confirmed taking.
         self.totals = {"trajectories": 0, "records": 0, "in_replay": 0}
 
-    def run(self, seconds: float, max_batches: int | None = None) -> dict:
+    def run(self, seconds: float, max_batches: int | None = None) -> ActorReport:
         """Samples for `seconds` (at most max_batches batches) and sends the records to the
         replay table; returns what it sampled. Up to reward.in_flight batches wait on their
         rewards while the next is sampled (one with inline rewards, computed at once). A batch
@@ -48,53 +49,52 @@ class RolloutActor:
         driver's calls few whether a batch takes milliseconds or minutes; a report may hold no
         batch when rewards are slow or their service is down."""
         if self.worker.version < 0:
-            self.adopt(*ray.get(self.replay.latest.remote()))
-        stats = new_stats()
+            self.adopt(ray.get(self.replay.latest.remote()))
+        report = ActorReport()
         end = time.perf_counter() + seconds
-        while len(stats["versions"]) != max_batches:
+        while len(report.versions) != max_batches:
             while len(self.begun) < self.in_flight:
                 self.begun.append(self.worker.begin())
             if not wait([self.begun[0].scored], timeout=max(end - time.perf_counter(), 0)).done:
                 break
-            self.send(self.begun.popleft(), stats)
+            self.send(self.begun.popleft(), report)
             if time.perf_counter() >= end:
                 break
-        return self.report(stats)
+        return self.finish_report(report)
 
-    def drain(self) -> dict:
+    def drain(self) -> ActorReport:
         """Finishes every batch begun and waits until all its records are in the replay table;
         the actor can then be removed without losing anything it sampled. The report adds
         `totals`, the actor's lifetime counts."""
-        stats = new_stats()
+        report = ActorReport()
         while self.begun:
-            self.send(self.begun.popleft(), stats)
-        stats["insert_wait_s"] += self.flush()
-        report = self.report(stats)
-        report["totals"] = dict(self.totals)
-        return report
+            self.send(self.begun.popleft(), report)
+        report.insert_wait_s += self.flush()
+        report.totals = dict(self.totals)
+        return self.finish_report(report)
 
-    def send(self, begun, stats: dict) -> None:
+    def send(self, begun, report: ActorReport) -> None:
         """Builds the batch's records and sends them, once the previous insert is complete."""
-        stats["insert_wait_s"] += self.flush()
+        report.insert_wait_s += self.flush()
         rollout = self.worker.finish(begun)
         start = time.perf_counter()
         records = encode_records(rollout, f"{self.prefix}-{self.batches}")
         self.batches += 1
         if records:  # none when every reward in the batch failed
             self.pending = (records, self.insert(records))
-        stats["sample_s"] += rollout.sample_s + time.perf_counter() - start
-        stats["sampled"].append(Sampled.of(rollout))
-        stats["versions"].append(rollout.version)
-        stats["reward_s"].append(rollout.reward_s)
-        stats["record_bytes"] += sum(map(len, records))
-        stats["records"] += len(records)
+        report.sample_s += rollout.sample_s + time.perf_counter() - start
+        report.sampled = Sampled.of(rollout) if report.sampled is None else Sampled.concat([report.sampled,
+                                                                                          Sampled.of(rollout)])
+        report.versions.append(rollout.version)
+        report.reward_s.append(rollout.reward_s)
+        report.record_bytes += sum(map(len, records))
+        report.records += len(records)
         self.totals["trajectories"] += len(rollout.objects)
         self.totals["records"] += len(records)
 
-    def report(self, stats: dict) -> dict:
-        stats["sampled"] = Sampled.concat(stats["sampled"]) if stats["sampled"] else None
-        stats["unavailable"] = self.worker.unavailable
-        return stats
+    def finish_report(self, report: ActorReport) -> ActorReport:
+        report.unavailable = self.worker.unavailable
+        return report
 
     def flush(self) -> float:
         """Waits until the last batch's records are all in the replay table, adopting the weights
@@ -106,12 +106,12 @@ class RolloutActor:
         self.pending = None
         deadline = time.monotonic() + self.insert_timeout_s
         while True:
-            result = ray.get(ref)
-            if result["rejected"]:
-                raise ValueError(f"replay rejected {result['rejected']} records: {result['errors']}")
-            self.adopt(result["version"], result["weights"])
-            self.totals["in_replay"] += result["taken"]
-            records = records[result["taken"]:]
+            ack = ray.get(ref)
+            if ack.rejected:
+                raise ValueError(f"replay rejected {ack.rejected} records: {ack.errors}")
+            self.adopt(ack.newest)
+            self.totals["in_replay"] += ack.taken
+            records = records[ack.taken:]
             if not records:
                 return time.perf_counter() - start
             if time.monotonic() > deadline:
@@ -121,11 +121,11 @@ class RolloutActor:
     def insert(self, records: list[bytes]):
         return self.replay.insert.remote(records, timeout_s=1.0, held_version=self.worker.version)
 
-    def adopt(self, version: int, weights: list | None) -> int:
-        """Loads the weights if `version` is newer than the policy held; returns the version held."""
-        if version > self.worker.version:
+    def adopt(self, published: Published | None) -> int:
+        """Loads the weights if they are newer than the policy held; returns the version held."""
+        if published is not None and published.version > self.worker.version:
             # Zero-copy: the policy reads the arrays in Ray's shared-memory object store.
-            self.worker.set_weights(version, ray.get(weights[0]), share=True)
+            self.worker.set_weights(published.version, ray.get(published.weights[0]), share=True)
         return self.worker.version
 
     def set_reward_workers(self, workers: list) -> None:
@@ -135,7 +135,3 @@ class RolloutActor:
     def version(self) -> int:
         return self.worker.version
 
-
-def new_stats() -> dict:
-    return {"sampled": [], "versions": [], "reward_s": [], "sample_s": 0.0, "insert_wait_s": 0.0,
-            "record_bytes": 0, "records": 0}

@@ -25,6 +25,7 @@ import ray  # noqa: E402
 import torch  # noqa: E402
 
 from distgfn.config import load_config  # noqa: E402
+from distgfn.messages import Published  # noqa: E402
 from distgfn.metrics import read_metrics  # noqa: E402
 
 GRID4 = ["env.options.ndim=4", "env.options.height=8", "sampler.batch_size=16", "model.options.hidden=256", "model.options.layers=2"]
@@ -73,7 +74,7 @@ def print_scaling(cfg, counts, seconds: float) -> None:
     base = None
     for n in counts:
         replay = make_replay()
-        ray.get(replay.publish.remote(0, [weights]))
+        ray.get(replay.publish.remote(Published(0, [weights])))
         actors = make_actors(cfg, n, replay)
         rate = sample_for(actors, replay, seconds)
         base = base or rate
@@ -124,7 +125,7 @@ def broadcast(counts=(1, 4, 16), rounds: int = 30) -> None:
             weights = get_weights(model)
             start = time.perf_counter()
             ref = ray.put(weights)
-            held = ray.get([a.adopt.remote(version, [ref]) for a in actors])
+            held = ray.get([a.adopt.remote(Published(version, [ref])) for a in actors])
             times.append(time.perf_counter() - start)
             assert held == [version] * n
         floor = fetch_floor(n, weights, rounds)

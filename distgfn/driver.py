@@ -32,6 +32,7 @@ from distgfn import checkpoint, control, wire
 from distgfn.config import Config, ConfigError, cache_size, config_text, error_buffer, max_batch
 from distgfn.evaluation import make_evaluator
 from distgfn.fleet import Fleet
+from distgfn.messages import ActorReport, TrainStats
 from distgfn.learning import policy_log_probs
 from distgfn.metrics import MetricsLog, drop_rows_after, mean, print_progress
 from distgfn.models import set_weights
@@ -363,9 +364,9 @@ class ControlLoop:
         self.interval.lost_calls += lost
         if report is None:
             return
-        if report["sampled"] is not None:
-            self.evaluator.observe(report["sampled"], self.step)
-            report_failures(report["sampled"], self.env, self.failure_window)
+        if report.sampled is not None:
+            self.evaluator.observe(report.sampled, self.step)
+            report_failures(report.sampled, self.env, self.failure_window)
         self.interval.add_batch(report)
 
     def on_actor_restart(self, actor) -> None:
@@ -500,13 +501,13 @@ class ControlLoop:
 
     # ------------------------------------------------------------ metrics
 
-    def on_update(self, stats: dict) -> None:
-        previous, self.step = self.step, stats["step"]
+    def on_update(self, stats: TrainStats) -> None:
+        previous, self.step = self.step, stats.step
         self.interval.add_update(stats)
         last = self.step == self.cfg.learner.steps
         if last or crossed(previous, self.step, self.cfg.log.every):
             evaluate = last or crossed(previous, self.step, self.cfg.eval.every)
-            row = self.metrics_row(stats["weights"] if evaluate else None)
+            row = self.metrics_row(stats.published.weights if evaluate else None)
             self.log.write(row)
             self.ray_metrics.record(row)
             self.progress(row, self.cfg.learner.steps)
@@ -572,23 +573,23 @@ class Interval:
         self.losses, self.lag_means, self.reward_s = [], [], []
         self.lag_min, self.lag_max, self.learner_wait_s, self.sample_s = math.inf, -math.inf, 0.0, 0.0
 
-    def add_batch(self, r: dict) -> None:
-        self.failed += sum(e is not None for e in r["sampled"].errors) if r["sampled"] is not None else 0
-        self.reward_s.extend(r["reward_s"])
-        self.sample_s += r["sample_s"]
-        self.record_bytes += r["record_bytes"]
-        self.records += r["records"]
-        self.held_s += r["insert_wait_s"]
+    def add_batch(self, r: ActorReport) -> None:
+        self.failed += sum(e is not None for e in r.sampled.errors) if r.sampled is not None else 0
+        self.reward_s.extend(r.reward_s)
+        self.sample_s += r.sample_s
+        self.record_bytes += r.record_bytes
+        self.records += r.records
+        self.held_s += r.insert_wait_s
 
-    def add_update(self, s: dict) -> None:
-        self.step = s["step"]
-        if not s["updates"]:
+    def add_update(self, s: TrainStats) -> None:
+        self.step = s.step
+        if not s.updates:
             return
-        self.losses.append(s["loss"])
-        self.trained += s["records"]
-        self.lag_means.append(s["lag_mean"])
-        self.lag_min, self.lag_max = min(self.lag_min, s["lag_min"]), max(self.lag_max, s["lag_max"])
-        self.learner_wait_s += s["wait_s"]
+        self.losses.append(s.loss)
+        self.trained += s.records
+        self.lag_means.append(s.lag_mean)
+        self.lag_min, self.lag_max = min(self.lag_min, s.lag_min), max(self.lag_max, s.lag_max)
+        self.learner_wait_s += s.wait_s
 
     def summary(self, replay: dict, actors: int) -> dict:
         dt = max(time.perf_counter() - self.start, 1e-9)

@@ -24,6 +24,8 @@ from typing import Callable
 
 import ray
 
+from distgfn.messages import ActorReport
+
 RETRY_PAUSE_S = 0.5  # before calling an actor again that Ray is restarting
 
 
@@ -86,7 +88,7 @@ class Fleet:
         ref = m.handle.drain.remote() if m.leaving else m.handle.run.remote(self.run_s)
         self.calls[ref] = name
 
-    def take(self, ref) -> tuple[dict | None, bool]:
+    def take(self, ref) -> tuple[ActorReport | None, bool]:
         """The report of a finished call (None if its actor died: `lost` says whether that call
         was lost to a new death, not a retry), after which the actor gets its next call, leaves
         (drained), or waits to be called again while Ray restarts it."""
@@ -101,9 +103,9 @@ class Fleet:
         member = self.members[name]
         if member.restarting and self.on_restart is not None:
             self.on_restart(member.handle)
-        member.restarting, member.unavailable = False, report["unavailable"]
-        if member.leaving and "totals" in report:
-            self.remove(name, report["totals"])
+        member.restarting, member.unavailable = False, report.unavailable
+        if member.leaving and report.totals is not None:
+            self.remove(name, report.totals)
         else:
             self.call(name)
         return report, False

@@ -17,6 +17,7 @@ import torch
 from distgfn import checkpoint
 from distgfn.batch import read_record, stack_batches
 from distgfn.config import max_batch
+from distgfn.messages import Published, TrainStats
 from distgfn.learning import Learner
 
 
@@ -48,10 +49,10 @@ class LearnerActor:
         """One ray.put of the weights per version, announced to the replay table (which hands
         it to rollout actors with their next insert acknowledgement)."""
         version, weights = self.learner.weights()
-        self.published = (version, ray.put(weights))
-        self.replay.publish.remote(version, [self.published[1]])
+        self.published = Published(version, [ray.put(weights)])
+        self.replay.publish.remote(self.published)
 
-    def train(self, n_updates: int) -> dict:
+    def train(self, n_updates: int) -> TrainStats:
         """n_updates objective steps, publishing every learner.publish_every updates and at the
         end. Returns the call's statistics."""
         losses, lags, waited, start, trained = [], [], 0.0, time.perf_counter(), 0
@@ -70,21 +71,16 @@ class LearnerActor:
                 if self.learner.step % self.cfg.learner.publish_every == 0:
                     self.publish()
         with self.lock:
-            if self.published[0] != self.learner.step:
+            if self.published.version != self.learner.step:
                 self.publish()
-        return {
-            "step": self.learner.step,
-            "updates": len(losses),
-            "records": trained,
-            "loss": float(np.mean(losses)) if losses else None,
-            "lag_min": int(min(lags)) if lags else None,
-            "lag_mean": float(np.mean(lags)) if lags else None,
-            "lag_max": int(max(lags)) if lags else None,
-            "wait_s": waited,
-            "busy_s": time.perf_counter() - start,
-            "version": self.published[0],
-            "weights": [self.published[1]],
-        }
+        return TrainStats(
+            step=self.learner.step, updates=len(losses), records=trained,
+            loss=float(np.mean(losses)) if losses else None,
+            lag_min=int(min(lags)) if lags else None,
+            lag_mean=float(np.mean(lags)) if lags else None,
+            lag_max=int(max(lags)) if lags else None,
+            wait_s=waited, busy_s=time.perf_counter() - start, published=self.published,
+        )
 
     def try_records(self) -> list | None:
         """The next batch of records, or None if none came within sample_timeout_s; the request

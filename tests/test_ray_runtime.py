@@ -6,6 +6,7 @@ import pytest
 
 from distgfn import driver
 from distgfn.config import load_config
+from distgfn.messages import Published
 from distgfn.metrics import read_metrics
 from distgfn.wire import encode
 
@@ -49,7 +50,7 @@ def test_replay_actor_sample_waits_for_min_size_then_wakes_on_insert(ray_cluster
     replay = make_replay(min_size=4)
     assert ray.get(replay.sample.remote(2, 2, None, 0.05)) is None, "blocked below min_size"
     waiting = replay.sample.remote(2, 2, None, 60.0)
-    assert ray.get(replay.insert.remote(records(4), 5.0))["taken"] == 4
+    assert ray.get(replay.insert.remote(records(4), 5.0)).taken == 4
     got = ray.get(waiting, timeout=30)
     assert len(got) == 2 and all(v == 0 for v, _ in got)
 
@@ -57,12 +58,12 @@ def test_replay_actor_sample_waits_for_min_size_then_wakes_on_insert(ray_cluster
 def test_replay_actor_holds_back_inserts_when_samples_lag(ray_cluster):
     ray = ray_cluster
     replay = make_replay(min_size=2, samples_per_insert=2.0, error_buffer=2.0, batch_size=1)
-    assert ray.get(replay.insert.remote(records(3), 0.05))["taken"] == 3, "filling up to min_size is never held"
-    assert ray.get(replay.insert.remote(records(2, start=3), 0.05))["taken"] == 0, "held back whole"
+    assert ray.get(replay.insert.remote(records(3), 0.05)).taken == 3, "filling up to min_size is never held"
+    assert ray.get(replay.insert.remote(records(2, start=3), 0.05)).taken == 0, "held back whole"
     pending = replay.insert.remote(records(2, start=3), 60.0)
     assert ray.get(replay.sample.remote(1, 1, None, 5.0)) is not None
     assert ray.get(replay.sample.remote(1, 1, None, 5.0)) is not None
-    assert ray.get(pending, timeout=30)["taken"] == 2
+    assert ray.get(pending, timeout=30).taken == 2
 
 
 def test_replay_actor_rejects_corrupt_records_and_keeps_serving(ray_cluster):
@@ -71,8 +72,8 @@ def test_replay_actor_rejects_corrupt_records_and_keeps_serving(ray_cluster):
     good = records(1)[0]
     bad = [good[: len(good) // 2], b"\xc1garbage", encode([1, 2]), encode({"id": "x", "version": "v", "batch": b""})]
     result = ray.get(replay.insert.remote(bad + records(1, start=7), 1.0))
-    assert result["rejected"] == 4 and result["taken"] == 1
-    assert any("cannot decode" in e for e in result["errors"])
+    assert result.rejected == 4 and result.taken == 1
+    assert any("cannot decode" in e for e in result.errors)
     assert ray.get(replay.stats.remote())["size"] == 1
 
 
@@ -88,23 +89,23 @@ def test_actors_adopt_published_versions_and_stale_records_are_dropped(ray_clust
     replay = make_replay(capacity=1000)
     actor = RolloutActor.options(num_cpus=0).remote(cfg, seed=1, name="a", replay=replay, insert_timeout_s=30)
     model = make_model(cfg, make_env(cfg))
-    ray.get(replay.publish.remote(5, [ray.put(get_weights(model))]))
+    ray.get(replay.publish.remote(Published(5, [ray.put(get_weights(model))])))
     result = ray.get(actor.run.remote(0.0), timeout=60)
-    assert result["versions"] == [5] and ray.get(actor.version.remote()) == 5
+    assert result.versions == [5] and ray.get(actor.version.remote()) == 5
     ray.get(actor.flush.remote())  # its records are in; the acknowledgement named version 5
-    ray.get(replay.publish.remote(3, [ray.put(get_weights(model))]))
-    assert ray.get(replay.latest.remote())[0] == 5, "an older version never replaces a newer one"
+    ray.get(replay.publish.remote(Published(3, [ray.put(get_weights(model))])))
+    assert ray.get(replay.latest.remote()).version == 5, "an older version never replaces a newer one"
     for p in model.parameters():
         p.data.zero_()
-    ray.get(replay.publish.remote(7, [ray.put(get_weights(model))]))
+    ray.get(replay.publish.remote(Published(7, [ray.put(get_weights(model))])))
     result = ray.get(actor.run.remote(60.0, max_batches=3), timeout=60)
     # The first two batches sample with 5 (the second while the first's insert is in flight);
     # the first insert's acknowledgement brings 7 for the third.
-    assert result["versions"] == [5, 5, 7] and ray.get(actor.version.remote()) == 7
+    assert result.versions == [5, 5, 7] and ray.get(actor.version.remote()) == 7
 
     # An acknowledgement carries the weights only to an actor that lacks them.
-    assert ray.get(replay.insert.remote([], 1.0, held_version=7))["weights"] is None
-    assert ray.get(replay.insert.remote([], 1.0, held_version=5))["weights"] is not None
+    assert ray.get(replay.insert.remote([], 1.0, held_version=7)).newest is None
+    assert ray.get(replay.insert.remote([], 1.0, held_version=5)).newest is not None
 
     sampled = ray.get(replay.sample.remote(16 * 4, 16 * 4, None, 5.0))
     assert {decode(b)["version"] for _, b in sampled} <= {5, 7} and {v for v, _ in sampled} <= {5, 7}
@@ -289,7 +290,7 @@ def test_a_killed_rollout_actor_restarts_with_current_weights_and_the_run_comple
     rows = read_metrics(tmp_path / "metrics.jsonl")
     assert [r["step"] for r in rows] == [50, 100, 150, 200, 250, 300]
     assert rows[-1]["actor_failures"] >= 1 and sum(r["lost_actor_calls"] for r in rows) >= 1
-    assert first_batch["versions"][0] > killed["version_before"], "the restarted actor samples with current weights"
+    assert first_batch.versions[0] > killed["version_before"], "the restarted actor samples with current weights"
 
 
 @pytest.mark.parametrize("role", ["learner", "replay"])
