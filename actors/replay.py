@@ -93,11 +93,11 @@ class ReplayActor:
                     return
                 self.changed.wait(left)
 
-    def state_bytes(self) -> bytes:
-        """The table's contents, counters and RNG, for a checkpoint."""
+    def state_bytes(self) -> tuple[bytes, int]:
+        """The table's contents, counters and RNG, for a checkpoint, and its insert count then."""
         with self.changed:
             state = self.table.state()
-        return checkpoint.state_to_bytes(state)
+        return checkpoint.state_to_bytes(state), state["counters"]["inserted"]
 
     def restore_bytes(self, data: bytes, requeue: list[bytes] = ()) -> None:
         """Continues from state_bytes(); `requeue` holds records the learner had taken but not

@@ -3,7 +3,7 @@
     root/step-000000000500/
         learner.pt        any number of named files (bytes)
         replay.pt
-        MANIFEST.json     {"step": 500, "files": {name: sha256}}, written last
+        MANIFEST.json     {"step": 500, "runtime": "ray", "files": {name: sha256}}, written last
 
 The root is a local or shared directory (NFS on a cluster) or a URI that `pyarrow.fs`
 understands (`s3://bucket/run`, `gs://...`, `file:///...`), as Ray's own `storage_path` is.
@@ -119,15 +119,15 @@ def store_for(root) -> LocalStore | ArrowStore:
     return ArrowStore(str(root)) if is_uri(root) else LocalStore(root)
 
 
-def save(root, step: int, files: dict[str, bytes], keep: int = 3) -> str:
+def save(root, step: int, files: dict[str, bytes], keep: int = 3, runtime: str | None = None) -> str:
     """Writes a complete checkpoint for `step`, keeps the newest `keep` complete ones, and
-    returns where it went."""
+    returns where it went. The manifest records the runtime that wrote it."""
     store = store_for(root)
     final, tmp = f"step-{step:012d}", f".tmp-step-{step:012d}-{os.getpid()}"
     store.remove(tmp)
     for name, data in files.items():
         store.write(f"{tmp}/{name}", data)
-    manifest = {"step": step, "files": {name: sha256(data) for name, data in files.items()}}
+    manifest = {"step": step, "runtime": runtime, "files": {name: sha256(data) for name, data in files.items()}}
     store.write(f"{tmp}/{MANIFEST}", json.dumps(manifest, indent=1).encode())
     store.commit(tmp, final)
     for name in complete_checkpoints(root)[:-keep] if keep > 0 else []:

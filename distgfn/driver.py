@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import ray
 
-from distgfn import checkpoint, control, wire
-from distgfn.config import Config, ConfigError, cache_size, config_text, error_buffer, max_batch
+from distgfn import checkpoint, control, runstate, wire
+from distgfn.config import Config, ConfigError, cache_size, error_buffer, max_batch
 from distgfn.evaluation import make_evaluator
 from distgfn.fleet import Fleet
 from distgfn.messages import ActorReport, TrainStats
@@ -37,6 +37,7 @@ from distgfn.learning import policy_log_probs
 from distgfn.metrics import MetricsLog, drop_rows_after, mean, print_progress
 from distgfn.models import set_weights
 from distgfn.ray_metrics import RayMetrics
+from distgfn.runstate import RunState
 from distgfn.rewards import FailureWindow, RewardError, RewardServiceError, report_failures
 from distgfn.signals import deferred_stops, stop_requested
 from distgfn.tasks import make_env, make_model
@@ -193,6 +194,7 @@ class ControlLoop:
         self.eval_model = make_model(cfg, self.env)
         self.evaluator = make_evaluator(cfg, self.env, run_dir)
         self.step = self.role_restarts = self.past_actor_failures = 0
+        self.trajectories_before = 0  # sampled before this replay table (a resume from a serial run)
         self.fleet: Fleet | None = None
         self.failure_window = FailureWindow(cfg.reward.max_failure_rate, cfg.reward.failure_window)
         self.interval = Interval()
@@ -248,19 +250,22 @@ class ControlLoop:
         but not trained on), the learner, the reward cache, then the driver's own counters and
         metrics. A resumed run's clock continues from the checkpoint's; after a failure inside a
         run it keeps going."""
-        pending = wire.decode(files["pending.msgpack"])
-        ray.get(self.replay.restore_bytes.remote(files["replay.pt"], pending))
+        if "replay.pt" in files:  # a serial run's checkpoint has no replay table to restore
+            ray.get(self.replay.restore_bytes.remote(files["replay.pt"], runstate.pending(files)))
         self.step = unwrap(self.learner.restore.remote(files["learner.pt"]))
         if self.roles.cache is not None and "reward_cache.msgpack" in files:
             ray.get(self.roles.cache.restore.remote(wire.decode(files["reward_cache.msgpack"])))
-        driver = checkpoint.state_from_bytes(files["driver.pt"])
+        state = RunState.from_files(files)
         if resumed:
-            self.start_time = time.perf_counter() - driver["wall_s"]
-        self.evaluator.restore(driver["evaluator"], self.step)
+            self.start_time = time.perf_counter() - state.wall_s
+        inserted = ray.get(self.replay.stats.remote())["inserted"]
+        self.trajectories_before = max(state.trajectories - inserted, 0)
+        self.evaluator.restore(state.evaluator, self.step)
         drop_rows_after(self.run_dir / "metrics.jsonl", self.step)
         self.log.restarted_at(self.step)
         verb = "resuming" if resumed else "continuing"
-        print(f"distgfn: {verb} from the checkpoint at step {step} in {self.checkpoints}", file=sys.stderr)
+        print(f"distgfn: {verb} from the {state.runtime} checkpoint at step {step} in {self.checkpoints}",
+              file=sys.stderr)
 
     def run_surviving_failures(self) -> None:
         """Runs to learner.steps; when the learner or the replay table dies, recreates every role
@@ -298,14 +303,12 @@ class ControlLoop:
             snap = unwrap(self.learner.snapshot.remote(), timeout=timeout)
         except ray.exceptions.GetTimeoutError:
             raise RoleFailure(f"the learner did not take a snapshot within {timeout} s (ray.progress_timeout_s)") from None
-        driver = {"wall_s": time.perf_counter() - self.start_time,
-                  "evaluator": self.evaluator.state()}
-        files = {"learner.pt": snap["learner"], "replay.pt": ray.get(snap["replay"][0]),
-                 "pending.msgpack": wire.encode(snap["pending"]), "driver.pt": checkpoint.state_to_bytes(driver),
-                 "config.yaml": config_text(self.cfg).encode()}
-        if self.roles.cache is not None:
-            files["reward_cache.msgpack"] = wire.encode(ray.get(self.roles.cache.state.remote(), timeout=timeout))
-        checkpoint.save(self.checkpoints, snap["step"], files, keep=self.cfg.checkpoint.keep)
+        replay, inserted = ray.get(snap["replay"][0])
+        state = RunState("ray", time.perf_counter() - self.start_time, self.trajectories_before + inserted,
+                         self.evaluator.state())
+        cache = ray.get(self.roles.cache.state.remote(), timeout=timeout) if self.roles.cache is not None else None
+        runstate.save(self.cfg, self.checkpoints, snap["step"], snap["learner"], state, replay=replay,
+                      pending=snap["pending"], cache=cache)
 
     def run(self) -> None:
         # One learner call per metrics row: the driver's round trips stay off the learner's time.
@@ -517,7 +520,7 @@ class ControlLoop:
 
     def metrics_row(self, weights) -> dict:
         replay = ray.get(self.replay.stats.remote(), timeout=self.cfg.ray.progress_timeout_s)
-        row = {"step": self.step, "trajectories": replay["inserted"],
+        row = {"step": self.step, "trajectories": self.trajectories_before + replay["inserted"],
                "wall_s": round(time.perf_counter() - self.start_time, 3), "actor_failures": self.past_actor_failures + self.fleet.failures,
                "role_restarts": self.role_restarts,
                "lost_actor_calls": self.interval.lost_calls, "actors": self.num_actors}

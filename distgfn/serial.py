@@ -9,14 +9,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distgfn import checkpoint, wire
-from distgfn.config import Config, cache_size, config_text
+from distgfn import checkpoint, runstate, wire
+from distgfn.batch import read_record, stack_batches
+from distgfn.config import Config, cache_size
 from distgfn.evaluation import Sampled, make_evaluator
 from distgfn.learning import Learner
 from distgfn.metrics import MetricsLog, drop_rows_after, mean, print_progress
+from distgfn.replay import ReplayTable
 from distgfn.rewards import FailureWindow, RewardError, report_failures
 from distgfn.rewards.cache import RewardCache
 from distgfn.rollout import RolloutWorker
+from distgfn.runstate import RunState
 from distgfn.signals import deferred_stops, stop_requested
 
 
@@ -60,35 +63,30 @@ def train(cfg: Config, run_dir: Path, progress=print_progress, resume: bool = Fa
 
 
 class SerialRun:
-    """Checkpoints of a serial run: the learner, the sampler's RNG, the evaluation window, the
-    counters, and the last metrics row they match (rows after it are dropped on resume)."""
+    """The serial loop and its checkpoints (distgfn.runstate: the layout both runtimes share):
+    the learner, the sampler's RNG, the evaluation window and the counters; rows logged after a
+    checkpoint are dropped on resume."""
 
     def __init__(self, cfg, run_dir, learner, worker, evaluator, clock, cache=None):
         self.cfg, self.run_dir = cfg, run_dir
         self.learner, self.worker, self.evaluator, self.clock = learner, worker, evaluator, clock
         self.cache = cache
         self.trajectories = 0
+        self.backlog: list[bytes] = []  # records of a Ray checkpoint not trained on yet: first in line
         self.root = checkpoint.root_for(cfg, run_dir)
 
     def steps(self, log, failures, progress) -> None:
         """The loop: sample a batch, train on it, log a row every log.every updates. A stop asked
         for by Ctrl-C or SIGTERM takes effect between two steps."""
         cfg, learner, worker, cache = self.cfg, self.learner, self.worker, self.cache
-        shared = worker.model is learner.model
         losses = []
         while learner.step < cfg.learner.steps:
             if stop_requested():
                 raise KeyboardInterrupt("stop requested")
-            if not shared:
-                worker.set_weights(*learner.weights())
-            rollout = worker.sample()
-            self.trajectories += len(rollout.objects)
-            sampled = Sampled.of(rollout)
-            self.evaluator.observe(sampled, learner.step)
-            report_failures(sampled, learner.env, failures)
-            if rollout.batch is None:  # every reward in the batch failed: nothing to train on
+            batch = self.next_backlog_batch() if self.backlog else self.sample(failures)
+            if batch is None:  # every reward in the batch failed: nothing to train on
                 continue
-            losses.append(learner.update(rollout.batch))
+            losses.append(learner.update(batch))
             if learner.step % cfg.log.every == 0 or learner.step == cfg.learner.steps:
                 row = metrics_row(cfg, learner, self.evaluator, self.clock, self.trajectories, losses, cache)
                 log.write(row)
@@ -97,29 +95,51 @@ class SerialRun:
                 if cfg.checkpoint.every and learner.step % cfg.checkpoint.every == 0:
                     self.save()
 
+    def sample(self, failures) -> dict | None:
+        """Samples a batch with the current policy and scores it; its training batch (None
+        when every reward in it failed)."""
+        if self.worker.model is not self.learner.model:
+            self.worker.set_weights(*self.learner.weights())
+        rollout = self.worker.sample()
+        self.trajectories += len(rollout.objects)
+        sampled = Sampled.of(rollout)
+        self.evaluator.observe(sampled, self.learner.step)
+        report_failures(sampled, self.learner.env, failures)
+        return rollout.batch
+
+    def next_backlog_batch(self) -> dict:
+        n = self.cfg.sampler.batch_size
+        blobs, self.backlog = self.backlog[:n], self.backlog[n:]
+        return stack_batches([read_record(blob) for blob in blobs])
+
     def save(self) -> None:
-        run = {"worker_rng": self.worker.rng.bit_generator.state, "trajectories": self.trajectories,
-               "wall_s": self.clock.wall(), "metrics_step": self.learner.step,
-               "evaluator": self.evaluator.state()}
-        files = {"learner.pt": checkpoint.state_to_bytes(self.learner.state()),
-                 "run.pt": checkpoint.state_to_bytes(run), "config.yaml": config_text(self.cfg).encode()}
-        if self.cache is not None:
-            files["reward_cache.msgpack"] = wire.encode(self.cache.state())
-        checkpoint.save(self.root, self.learner.step, files, keep=self.cfg.checkpoint.keep)
+        """A checkpoint; records still in the backlog go into it as pending, so none is lost."""
+        state = RunState("serial", self.clock.wall(), self.trajectories, self.evaluator.state(),
+                         self.worker.rng.bit_generator.state)
+        replay = None
+        if self.backlog:  # an empty fifo table: on resume the backlog is exactly `pending`
+            replay = checkpoint.state_to_bytes(ReplayTable(capacity=1, sampler="fifo").state())
+        runstate.save(self.cfg, self.root, self.learner.step, checkpoint.state_to_bytes(self.learner.state()), state,
+                      replay=replay, pending=self.backlog, cache=self.cache.state() if self.cache else None)
 
     def restore(self) -> None:
+        """Continues from the newest checkpoint, written by either runtime."""
         step, files = checkpoint.load_latest(self.root)
         self.learner.restore(checkpoint.state_from_bytes(files["learner.pt"]))
-        run = checkpoint.state_from_bytes(files["run.pt"])
-        self.worker.rng.bit_generator.state = run["worker_rng"]
-        self.trajectories = run["trajectories"]
-        self.clock.start -= run["wall_s"]
+        state = RunState.from_files(files)
+        if state.sampler_rng is not None:  # a Ray checkpoint's actors each had their own
+            self.worker.rng.bit_generator.state = state.sampler_rng
+        self.trajectories = state.trajectories
+        self.clock.start -= state.wall_s
         self.clock.restart(self.trajectories)
-        self.evaluator.restore(run["evaluator"], run["metrics_step"])
+        self.evaluator.restore(state.evaluator, step)
         if self.cache is not None and "reward_cache.msgpack" in files:
             self.cache.restore(wire.decode(files["reward_cache.msgpack"]))
-        drop_rows_after(self.run_dir / "metrics.jsonl", run["metrics_step"])
-        print(f"distgfn: resuming from the checkpoint at step {step} in {self.root}", file=sys.stderr)
+        self.backlog = runstate.untrained_records(files)
+        drop_rows_after(self.run_dir / "metrics.jsonl", step)
+        extra = f"; {len(self.backlog)} scored records not trained on yet go first" if self.backlog else ""
+        print(f"distgfn: resuming from the {state.runtime} checkpoint at step {step} in {self.root}{extra}",
+              file=sys.stderr)
 
 
 class Clock:

@@ -130,3 +130,35 @@ def test_cli_resume_errors_are_clear(tmp_path, capsys):
     assert "no usable checkpoint" in capsys.readouterr().err
     assert main(["train", "configs/x.yaml", "--resume", str(tmp_path / "r")]) == 2
     assert "either CONFIG or --resume" in capsys.readouterr().err
+
+
+def test_a_serial_run_resumed_from_a_ray_checkpoint_trains_first_on_its_untrained_records(tmp_path):
+    from distgfn import runstate, serial
+    from distgfn.evaluation import make_evaluator
+    from distgfn.metrics import read_metrics
+    from distgfn.replay import ReplayTable, parse_record
+    from distgfn.rollout import encode_records
+
+    cfg = load_config(None, ["runtime=serial", "env.options.height=5", "model.options.hidden=32", "learner.steps=4",
+                             "log.every=2", "eval.every=0", "sampler.batch_size=16"])
+    worker = RolloutWorker(cfg, seed=0)
+    records = [r for i in range(2) for r in encode_records(worker.sample(), f"actor0.x-{i}")]
+    assert len(records) == 32
+    table = ReplayTable(capacity=100, sampler="fifo")
+    table.insert([parse_record(blob) for blob in records[8:]])  # the learner had taken the first 8
+    learner = Learner(cfg)
+    state = runstate.RunState("ray", 5.0, 500, make_evaluator(cfg, learner.env, tmp_path).state())
+    runstate.save(cfg, checkpoint.root_for(cfg, tmp_path), 0, checkpoint.state_to_bytes(learner.state()), state,
+                  replay=checkpoint.state_to_bytes(table.state()), pending=records[:8])
+
+    serial.train(cfg, tmp_path, progress=lambda row, total: None, resume=True)
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["trajectories"] for r in rows] == [500, 532], "2 updates on the 32 paid-for records, then 2 on new ones"
+    assert checkpoint.load_latest(checkpoint.root_for(cfg, tmp_path))[0] == 4
+
+
+def test_the_manifest_records_the_runtime_that_wrote_it(tmp_path):
+    import json
+
+    written = checkpoint.save(tmp_path, 10, {"a.bin": b"a"}, runtime="serial")
+    assert json.loads((Path(written) / checkpoint.MANIFEST).read_text())["runtime"] == "serial"

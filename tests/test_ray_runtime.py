@@ -249,7 +249,7 @@ def test_a_driver_killed_with_sigkill_resumes_without_gaps_or_duplicates(ray_clu
     resumed = subprocess.run([sys.executable, "-m", "distgfn", "train", "--resume", str(run)],
                              capture_output=True, text=True, env=env, timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert "resuming from the checkpoint" in resumed.stderr
+    assert "resuming from the ray checkpoint" in resumed.stderr
     steps = [r["step"] for r in read_metrics(run / "metrics.jsonl")]
     assert steps == list(range(50, 601, 50)), f"before the kill: {before}"
 
@@ -336,3 +336,28 @@ def test_a_learner_dying_more_than_max_restarts_stops_with_a_clear_error(ray_clu
             loop.run_surviving_failures()
     finally:
         loop.close()
+
+
+def test_a_run_resumes_in_the_other_runtime_both_ways(ray_cluster, tmp_path):
+    import json
+
+    from distgfn import serial
+
+    base = ["env.options.height=5", "model.options.hidden=32", "log.every=20", "eval.every=20",
+            "checkpoint.every=20", "replay.min_size=16"]
+
+    def newest_manifest() -> dict:
+        newest = sorted((tmp_path / "checkpoints").glob("step-*"))[-1]
+        return json.loads((newest / "MANIFEST.json").read_text())
+
+    serial.train(load_config(None, base + ["runtime=serial", "learner.steps=40"]), tmp_path, progress=quiet)
+    driver.train(load_config(None, base + ["runtime=ray", "learner.steps=80"]), tmp_path, progress=quiet, resume=True)
+    assert newest_manifest()["runtime"] == "ray" and newest_manifest()["step"] == 80
+    serial.train(load_config(None, base + ["runtime=serial", "learner.steps=120"]), tmp_path, progress=quiet,
+                 resume=True)
+    assert newest_manifest()["runtime"] == "serial"
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [20, 40, 60, 80, 100, 120]
+    counts = [r["trajectories"] for r in rows]
+    assert counts == sorted(counts) and counts[2] > counts[1], "the count of trajectories carries across runtimes"
+    assert all("l1_exact" in r for r in rows)
