@@ -140,7 +140,7 @@ def check_placement(cfg: Config, found: dict) -> list[str]:
     lines = [f"learner: {'a GPU' if on_gpu else 'CPU'} on {found['where']}"]
     if cfg.runtime == "serial":
         return lines + ["rollouts and rewards: in the same process (serial runtime)"]
-    from distgfn.driver import cpus_needed, reward_workers
+    from distgfn.scaling import cpus_needed, reward_workers
 
     workers = reward_workers(cfg)
     need = cpus_needed(cfg, cfg.actors.num, workers)

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import ray
 
-from distgfn import checkpoint, control, runstate, wire
+from distgfn import checkpoint, runstate, wire
 from distgfn.config import Config, ConfigError, cache_size, error_buffer, max_batch
 from distgfn.evaluation import make_evaluator
 from distgfn.fleet import Fleet
@@ -38,6 +38,7 @@ from distgfn.metrics import MetricsLog, drop_rows_after, mean, print_progress
 from distgfn.models import set_weights
 from distgfn.ray_metrics import RayMetrics
 from distgfn.runstate import RunState
+from distgfn.scaling import RewardPool, Scaling, cpus_needed, reward_workers
 from distgfn.rewards import FailureWindow, RewardError, RewardServiceError, report_failures
 from distgfn.signals import deferred_stops, stop_requested
 from distgfn.tasks import make_env, make_model
@@ -82,20 +83,12 @@ def connect(cfg: Config) -> bool:
     return True
 
 
-def reward_workers(cfg: Config) -> int:
-    return cfg.reward.workers if cfg.reward.mode == "pool" else 0
-
-
-def cpus_needed(cfg: Config, actors: int, workers: int) -> float:
-    return cfg.learner.cpus + actors * cfg.actors.cpus + workers * cfg.reward.cpus_per_worker
-
-
 @dataclass
 class Roles:
     replay: object
     learner: object
     cache: object | None  # CacheActor, when reward.cache_size > 0
-    pool: list  # RewardActors (reward.mode pool)
+    pool: RewardPool  # RewardActors (reward.mode pool; none otherwise)
     ids: dict  # Ray's actor id (hex) of the replay table and the learner -> the role's name
 
 
@@ -119,7 +112,7 @@ def create_roles(cfg: Config, actors: int, workers: int) -> Roles:
     size = cache_size(cfg)
     cache = CacheActor.options(runtime_env=WORKER_ENV).remote(size) if size else None
     ids = dict(zip(ray.get([replay.actor_id.remote(), learner.actor_id.remote()]), ["replay table", "learner"]))
-    return Roles(replay, learner, cache, [new_reward_worker(cfg) for _ in range(workers)], ids)
+    return Roles(replay, learner, cache, RewardPool(lambda: new_reward_worker(cfg), workers), ids)
 
 
 def new_reward_worker(cfg: Config):
@@ -142,7 +135,7 @@ def new_actor(cfg: Config, roles: Roles, name: str, index: int, first_step: int)
     return RolloutActor.options(num_cpus=cfg.actors.cpus, runtime_env=WORKER_ENV, max_restarts=cfg.actors.max_restarts,
                                 max_task_retries=0, resources=worker_resources(cfg)).remote(
         cfg, seed=actor_seed(cfg.seed, index, first_step), name=name, replay=roles.replay,
-        insert_timeout_s=cfg.ray.progress_timeout_s, reward_workers=roles.pool if cfg.reward.mode == "pool" else None,
+        insert_timeout_s=cfg.ray.progress_timeout_s, reward_workers=roles.pool.workers if cfg.reward.mode == "pool" else None,
         cache=roles.cache,
     )
 
@@ -200,12 +193,8 @@ class ControlLoop:
         self.interval = Interval()
         self.start_time = time.perf_counter()
         self.checkpoints = checkpoint.root_for(cfg, run_dir)
-        # Scaling: targets survive role restarts.
-        self.actor_target, self.num_workers = cfg.actors.num, reward_workers(cfg)
-        self.first_step, self.retiring = 0, []
-        # A request already in the run directory was for an earlier process of this run (a
-        # resumed run starts from the config's counts).
-        self.last_scale_id, self.last_autoscale = earlier_request_id(run_dir), time.monotonic()
+        self.scaling = Scaling(cfg, run_dir)
+        self.first_step = 0
         self.departed: dict[str, dict] = {}  # name -> lifetime totals of each actor scaled away
 
     @property
@@ -222,7 +211,7 @@ class ControlLoop:
 
     @property
     def num_actors(self) -> int:
-        return self.fleet.target if self.fleet else self.actor_target
+        return self.fleet.target if self.fleet else self.scaling.actors
 
     @property
     def unavailable(self) -> dict[str, str | None]:
@@ -232,12 +221,12 @@ class ControlLoop:
     def start(self, saved: tuple[int, dict] | None = None, resumed: bool = True) -> None:
         """Creates the roles, then continues from `saved` (step, files) when given."""
         self.first_step = saved[0] if saved else 0
-        self.roles = create_roles(self.cfg, self.num_actors, self.num_workers)
+        self.roles = create_roles(self.cfg, self.num_actors, self.scaling.workers)
         self.ray_metrics = RayMetrics(self.run_dir.resolve().name)
-        self.retiring = []
         self.fleet = Fleet(lambda name, i: new_actor(self.cfg, self.roles, name, i, self.first_step),
                            self.cfg.actors.max_restarts, self.cfg.actors.report_every_s,
                            on_restart=self.on_actor_restart, departed=self.departed)
+        self.scaling.attach(self.fleet, self.roles.pool)
         if saved:
             self.restore(*saved, resumed=resumed)
         else:
@@ -313,7 +302,7 @@ class ControlLoop:
     def run(self) -> None:
         # One learner call per metrics row: the driver's round trips stay off the learner's time.
         steps, per_call = self.cfg.learner.steps, self.cfg.log.every
-        self.fleet.scale_to(self.actor_target)
+        self.fleet.scale_to(self.scaling.actors)
         # Calls end on multiples of log.every, also when resuming from a step between them.
         ends = sorted({*range(self.step - self.step % per_call + per_call, steps, per_call), steps})
         calls = [end - start for start, end in zip([self.step] + ends, ends) if end > start]
@@ -323,8 +312,8 @@ class ControlLoop:
             while training:
                 if stop_requested():
                     raise KeyboardInterrupt("stop requested")
-                self.apply_scale_request()
-                self.retire_reward_workers()
+                self.scaling.apply_request(self.step)
+                self.roles.pool.retire_done()
                 ready = self.wait_for(training[0])
                 if ready is None:
                     continue
@@ -374,7 +363,7 @@ class ControlLoop:
 
     def on_actor_restart(self, actor) -> None:
         if self.cfg.reward.mode == "pool":  # Ray rebuilt it with the pool it was made with
-            actor.set_reward_workers.remote(self.roles.pool)
+            actor.set_reward_workers.remote(self.roles.pool.workers)
 
     def role_of(self, error: ray.exceptions.RayActorError) -> str:
         """Which role a RayActorError is about, by the actor id it carries."""
@@ -407,11 +396,11 @@ class ControlLoop:
     def kill_roles(self) -> None:
         if self.roles is not None:
             r = self.roles
-            for handle in [r.replay, r.learner, r.cache, *r.pool, *(w for _, w in self.retiring)]:
+            for handle in [r.replay, r.learner, r.cache, *r.pool.handles()]:
                 if handle is not None:
                     ray.kill(handle)
         if self.fleet is not None:
-            self.actor_target, self.past_actor_failures = self.fleet.target, self.past_actor_failures + self.fleet.failures
+            self.scaling.actors, self.past_actor_failures = self.fleet.target, self.past_actor_failures + self.fleet.failures
             self.fleet.kill()
         self.roles = self.fleet = None
 
@@ -424,83 +413,9 @@ class ControlLoop:
         except ray.exceptions.RayError as e:
             print(f"distgfn: warning: the model could not be saved: {type(e).__name__}: {e}", file=sys.stderr)
 
-    # ------------------------------------------------------------ scaling
-
     def scale(self, actors: int | None = None, reward_workers: int | None = None) -> dict:
-        """Sets the number of rollout actors and (reward.mode pool) reward workers of the running
-        job. New ones start at once (on an autoscaling cluster, ones that do not fit wait for a
-        node); leaving actors finish and insert what they began, then go. Returns the targets."""
-        if reward_workers is not None and self.cfg.reward.mode != "pool":
-            raise control.ControlError(f"reward workers scale with reward.mode pool; this run's is {self.cfg.reward.mode}")
-        self.warn_if_unplaceable(actors or self.num_actors, reward_workers or self.num_workers)
-        if actors is not None:
-            self.set_actors(actors)
-        if reward_workers is not None:
-            self.set_reward_workers(reward_workers)
-        return {"actors": self.num_actors, "reward_workers": self.num_workers, "step": self.step}
-
-    def set_actors(self, n: int) -> None:
-        print(f"distgfn: {n} rollout actors (was {self.fleet.target})", file=sys.stderr)
-        self.fleet.scale_to(n)
-        self.actor_target = n
-
-    def set_reward_workers(self, n: int) -> None:
-        """Grows or shrinks the pool; a removed worker is killed once every rollout actor uses the
-        new pool and its queued chunks are done (a chunk cut short is rescored elsewhere)."""
-        pool = self.roles.pool
-        pool.extend(new_reward_worker(self.cfg) for _ in range(n - len(pool)))
-        kept, removed = pool[:n], pool[n:]
-        self.roles.pool = kept
-        told = [actor.set_reward_workers.remote(kept) for actor in self.actors]
-        self.retiring += [(told + [w.ready.remote()], w) for w in removed]
-        print(f"distgfn: {n} reward workers (was {self.num_workers})", file=sys.stderr)
-        self.num_workers = n
-
-    def retire_reward_workers(self) -> None:
-        still = []
-        for refs, worker in self.retiring:
-            done, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
-            if len(done) == len(refs):
-                ray.kill(worker)
-            else:
-                still.append((refs, worker))
-        self.retiring = still
-
-    def warn_if_unplaceable(self, actors: int, workers: int) -> None:
-        cpus = ray.cluster_resources().get("CPU", 0)
-        if cpus_needed(self.cfg, actors, workers) > cpus:
-            print(f"distgfn: warning: {actors} actors and {workers} reward workers need "
-                  f"{cpus_needed(self.cfg, actors, workers):g} CPUs and the cluster has {cpus:g}; those that do "
-                  f"not fit wait for resources (an autoscaling cluster adds nodes)", file=sys.stderr)
-
-    def apply_scale_request(self) -> None:
-        """Applies a new `distgfn scale` request from the run directory, and answers it."""
-        try:
-            request = control.read_request(self.run_dir)
-        except control.ControlError as e:
-            print(f"distgfn: warning: {e}; ignored", file=sys.stderr)
-            return
-        if request is None or request["id"] == self.last_scale_id:
-            return
-        self.last_scale_id = request["id"]
-        try:
-            result = self.scale(request.get("actors"), request.get("reward_workers"))
-        except control.ControlError as e:
-            result = {"error": str(e)}
-        control.answer(self.run_dir, request["id"], result)
-
-    def autoscale(self, row: dict) -> None:
-        """actors.autoscale: one more worker while the learner starves and rewards dominate."""
-        a = self.cfg.actors
-        if not a.autoscale or time.monotonic() - self.last_autoscale < a.autoscale_every_s:
-            return
-        if not wants_more_workers(row):
-            return
-        self.last_autoscale = time.monotonic()
-        if self.cfg.reward.mode == "pool" and self.num_workers < a.max_num:
-            self.scale(reward_workers=self.num_workers + 1)
-        elif self.cfg.reward.mode != "pool" and self.num_actors < a.max_num:
-            self.scale(actors=self.num_actors + 1)
+        """Sets the number of rollout actors and (reward.mode pool) reward workers; see Scaling."""
+        return self.scaling.scale(actors, reward_workers, self.step)
 
     # ------------------------------------------------------------ metrics
 
@@ -514,7 +429,7 @@ class ControlLoop:
             self.log.write(row)
             self.ray_metrics.record(row)
             self.progress(row, self.cfg.learner.steps)
-            self.autoscale(row)
+            self.scaling.autoscale(row)
             if crossed(previous, self.step, self.cfg.checkpoint.every):
                 self.save_checkpoint()
 
@@ -525,7 +440,7 @@ class ControlLoop:
                "role_restarts": self.role_restarts,
                "lost_actor_calls": self.interval.lost_calls, "actors": self.num_actors}
         if self.cfg.reward.mode == "pool":
-            row["reward_workers"] = self.num_workers
+            row["reward_workers"] = self.scaling.workers
         row.update(self.interval.summary(replay, self.num_actors))
         row["reward_unavailable"] = sum(why is not None for why in self.unavailable.values())
         if self.roles.cache is not None:
@@ -542,21 +457,6 @@ class ControlLoop:
         replay = ray.get(self.replay.stats.remote(), timeout=10)
         return (f"no batch sampled and no learner update for {self.cfg.ray.progress_timeout_s} s "
                 f"(ray.progress_timeout_s) at step {self.step}; replay table: {replay}")
-
-
-def earlier_request_id(run_dir: Path) -> str | None:
-    try:
-        request = control.read_request(run_dir)
-    except control.ControlError:
-        return None
-    return request["id"] if request else None
-
-
-def wants_more_workers(row: dict) -> bool:
-    """The learner waited for records over half the interval, and rewards took over half the
-    actors' time: more reward throughput would train faster."""
-    wait, reward = row.get("learner_wait_frac"), row.get("reward_time_frac")
-    return wait is not None and reward is not None and wait > 0.5 and reward > 0.5
 
 
 def crossed(before: int, after: int, every: int) -> bool:

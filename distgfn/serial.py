@@ -78,7 +78,7 @@ class SerialRun:
     def steps(self, log, failures, progress) -> None:
         """The loop: sample a batch, train on it, log a row every log.every updates. A stop asked
         for by Ctrl-C or SIGTERM takes effect between two steps."""
-        cfg, learner, worker, cache = self.cfg, self.learner, self.worker, self.cache
+        cfg, learner, cache = self.cfg, self.learner, self.cache
         losses = []
         while learner.step < cfg.learner.steps:
             if stop_requested():

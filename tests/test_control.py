@@ -61,6 +61,6 @@ def test_a_resumed_run_does_not_apply_a_request_made_to_its_earlier_process(run_
     request_id = control.request_scale(run_dir, actors=8)
     loop = ControlLoop(load_config(None, []), run_dir)
     try:
-        assert loop.last_scale_id == request_id and loop.num_actors == 2
+        assert loop.scaling.last_request_id == request_id and loop.num_actors == 2
     finally:
         loop.log.close()

@@ -6,7 +6,6 @@ from distgfn.envs.hypergrid import HyperGrid
 from distgfn.evaluation import EmpiricalTracker, ObjectSpace, topological_waves
 from distgfn.models import MLP
 from distgfn.objectives.common import masked_logits
-from distgfn.rewards.hypergrid import HyperGridReward
 from distgfn.sampling import sample_trajectories, torch_policy
 
 

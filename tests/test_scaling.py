@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distgfn import cli, driver
+from distgfn import cli, driver, scaling
 from distgfn.config import load_config, save_config
 from distgfn.metrics import read_metrics
 
@@ -194,7 +194,7 @@ def test_autoscale_adds_actors_while_the_learner_starves_on_slow_rewards_up_to_m
 @pytest.mark.parametrize("wait, reward, grows", [(0.9, 0.9, True), (0.4, 0.9, False), (0.9, 0.4, False),
                                                  (None, 0.9, False), (0.9, None, False)])
 def test_autoscale_grows_only_while_the_learner_starves_and_rewards_dominate(wait, reward, grows):
-    assert driver.wants_more_workers({"learner_wait_frac": wait, "reward_time_frac": reward}) is grows
+    assert scaling.wants_more_workers({"learner_wait_frac": wait, "reward_time_frac": reward}) is grows
 
 
 def test_a_pool_chunk_not_scored_within_the_deadline_fails_its_objects(ray_cluster):
