@@ -16,7 +16,7 @@ from distgfn.evaluation import Sampled, make_evaluator
 from distgfn.learning import Learner
 from distgfn.metrics import MetricsLog, drop_rows_after, mean, print_progress
 from distgfn.replay import ReplayTable
-from distgfn.rewards import FailureWindow, RewardError, report_failures
+from distgfn.rewards import FailureWindow, RewardError, RewardServiceError, report_failures
 from distgfn.rewards.cache import RewardCache
 from distgfn.rollout import RolloutWorker
 from distgfn.runstate import RunState
@@ -50,15 +50,14 @@ def train(cfg: Config, run_dir: Path, progress=print_progress, resume: bool = Fa
             run.steps(log, failures, progress)
     except KeyboardInterrupt:
         print("distgfn: interrupted; saving a checkpoint and the model, then stopping", file=sys.stderr)
-    except RewardError:
-        print("distgfn: the reward failed; saving a checkpoint, then stopping", file=sys.stderr)
-        run.save()
+    except (RewardError, RewardServiceError):  # as the Ray runtime: what was learned is kept
+        print("distgfn: the reward failed; saving a checkpoint and the model, then stopping", file=sys.stderr)
+        run.finish()
         raise
     finally:
         log.close()
         evaluator.close()
-    run.save()
-    torch.save(learner.model.state_dict(), run_dir / "model.pt")
+    run.finish()
     return learner
 
 
@@ -88,7 +87,8 @@ class SerialRun:
                 continue
             losses.append(learner.update(batch))
             if learner.step % cfg.log.every == 0 or learner.step == cfg.learner.steps:
-                row = metrics_row(cfg, learner, self.evaluator, self.clock, self.trajectories, losses, cache)
+                row = metrics_row(cfg, learner, self.evaluator, self.clock, self.trajectories, losses, cache,
+                                  len(self.backlog))
                 log.write(row)
                 progress(row, cfg.learner.steps)
                 losses = []
@@ -111,6 +111,11 @@ class SerialRun:
         n = self.cfg.sampler.batch_size
         blobs, self.backlog = self.backlog[:n], self.backlog[n:]
         return stack_batches([read_record(blob) for blob in blobs])
+
+    def finish(self) -> None:
+        """The last checkpoint, and the model."""
+        self.save()
+        torch.save(self.learner.model.state_dict(), self.run_dir / "model.pt")
 
     def save(self) -> None:
         """A checkpoint; records still in the backlog go into it as pending, so none is lost."""
@@ -160,7 +165,8 @@ class Clock:
         return time.perf_counter() - self.start
 
 
-def metrics_row(cfg, learner, evaluator, clock, trajectories, losses, cache=None) -> dict:
+def metrics_row(cfg, learner, evaluator, clock, trajectories, losses, cache=None, replay_size: int = 0) -> dict:
+    """replay_size: records of a Ray checkpoint still waiting to be trained on (none otherwise)."""
     row = {
         "step": learner.step,
         "trajectories": trajectories,
@@ -168,7 +174,7 @@ def metrics_row(cfg, learner, evaluator, clock, trajectories, losses, cache=None
         "loss": mean(losses),
         "traj_per_s": clock.rate(trajectories),
         "policy_lag_mean": 0.0,
-        "replay_size": 0,
+        "replay_size": replay_size,
         "fraction_trained": 1.0,  # each batch is trained on as soon as it is scored
     }
     if cache is not None:

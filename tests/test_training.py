@@ -116,3 +116,27 @@ def test_a_reward_failing_too_often_stops_the_run_with_a_checkpoint(tmp_path, mo
     with pytest.raises(RewardError, match=r"failed for 64 of the last 64 objects, more than reward.max_failure_rate=0.5"):
         serial.train(cfg, tmp_path, progress=lambda row, total: None)
     assert checkpoint.load_latest(tmp_path / "checkpoints")[0] == 0, "a final checkpoint before stopping"
+
+
+def test_a_serial_run_whose_oracle_goes_down_keeps_a_checkpoint_and_the_model(tmp_path):
+    """As the Ray runtime does: the run stops with the service error, and what it learned stays."""
+    from distgfn import checkpoint, serial
+    from distgfn.oracle import serve
+    from distgfn.rewards import RewardServiceError
+    from distgfn.tasks import make_env, make_oracle
+
+    task = ["runtime=serial", "env.options.height=5", "model.options.hidden=32", "learner.steps=100",
+            "log.every=10", "eval.every=0"]
+    inline = load_config(None, task)
+    server, port = serve(make_oracle(inline, make_env(inline)))
+    cfg = load_config(None, task + ["reward.mode=remote", f"reward.addresses=127.0.0.1:{port}",
+                                    "reward.unavailable_wait_s=0", "reward.deadline_s=5"])
+
+    def stop_the_oracle_at_20(row, total):
+        if row["step"] == 20:
+            server.stop(grace=None).wait()
+
+    with pytest.raises(RewardServiceError):
+        serial.train(cfg, tmp_path, progress=stop_the_oracle_at_20)
+    assert checkpoint.load_latest(tmp_path / "checkpoints")[0] == 20
+    assert (tmp_path / "model.pt").exists()
