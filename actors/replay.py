@@ -109,8 +109,4 @@ class ReplayActor:
 
     def stats(self) -> dict:
         with self.changed:
-            c = self.table.counters
-            return {"size": self.table.size, "inserted": c.inserted, "sampled": c.sampled, "evicted": c.evicted,
-                    "dropped_stale": c.dropped_stale, "trained": c.trained, "duplicates": c.duplicates,
-                    "rejected": self.rejected, "fraction_trained": self.table.fraction_trained,
-                    "inserted_by": dict(self.table.inserted_by)}
+            return {**self.table.stats(), "rejected": self.rejected, "inserted_by": dict(self.table.inserted_by)}

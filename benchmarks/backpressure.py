@@ -5,10 +5,11 @@
 
 Each run is `distgfn train configs/hypergrid-4d.yaml` with `runtime: ray` (or serial), side by
 side in one process on one embedded Ray cluster, so the figures compare within one sitting.
-Two policies for records the learner cannot keep up with:
-- keep (the default): the learner's batch grows with the backlog up to learner.max_batch,
-  and the replay table holds the actors back beyond it; nothing is dropped;
-- drop (what distgfn did before): a fixed batch of sampler.batch_size, and records more than
+Three policies for records the learner cannot keep up with:
+- keep (the default): batches of sampler.batch_size (16), every record trained on, and the
+  replay table holds the actors back while the learner is behind; nothing is dropped;
+- grow: the same, with the learner's batch growing with the backlog up to learner.max_batch = 64;
+- drop (what distgfn did before): batches of 16, and records more than
   learner.max_policy_lag = 20 versions old dropped at sampling.
 """
 
@@ -28,16 +29,25 @@ from distgfn.config import load_config  # noqa: E402
 from distgfn.metrics import read_metrics  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "hypergrid-4d.yaml"
-POLICIES = {"keep": [], "drop": ["learner.max_policy_lag=20", "learner.max_batch=16"]}
+POLICIES = {"keep": [], "grow": ["learner.max_batch=64"], "drop": ["learner.max_policy_lag=20"]}
 WORKER_ENV = {"env_vars": {"OMP_NUM_THREADS": "1"}}
 
 
-def run(overrides: list[str]) -> list[dict]:
-    """One training run; its metrics rows."""
+class Stop(KeyboardInterrupt):
+    """Ends a run between two metrics rows, as Ctrl-C would (a final checkpoint, then return)."""
+
+
+def run(overrides: list[str], stop=lambda row: False) -> list[dict]:
+    """One training run, ended early when stop(row) holds; its metrics rows."""
     cfg = load_config(CONFIG, overrides)
     runtime = serial if cfg.runtime == "serial" else driver
+
+    def progress(row, total):
+        if stop(row):
+            raise Stop()
+
     with tempfile.TemporaryDirectory() as tmp:
-        runtime.train(cfg, Path(tmp), progress=lambda row, total: None)
+        runtime.train(cfg, Path(tmp), progress=progress)
         return read_metrics(Path(tmp) / "metrics.jsonl")
 
 
@@ -45,23 +55,27 @@ def steady(rows: list[dict]) -> dict:
     """Rates over the rows after the first (start-up and warm-up left out)."""
     first, last = rows[0], rows[-1]
     dt = last["wall_s"] - first["wall_s"]
+    later = rows[1:]
     return {"traj_per_s": (last["trajectories"] - first["trajectories"]) / dt,
             "updates_per_s": (last["step"] - first["step"]) / dt,
             "dropped": last["dropped_stale"], "fraction_trained": last["fraction_trained"],
-            "lag": max(r["policy_lag_max"] or 0 for r in rows[1:]),
-            "held": sum(r["actor_held_frac"] for r in rows[1:]) / (len(rows) - 1),
-            "batch": sum(r["batch_mean"] or 0 for r in rows[1:]) / (len(rows) - 1)}
+            "lag": max(r["policy_lag_max"] or 0 for r in later),
+            "held": sum(r["actor_held_frac"] for r in later) / len(later),
+            "batch": sum(r["batch_mean"] or 0 for r in later) / len(later)}
 
 
-def throughput(seconds: float = 40.0) -> None:
+def throughput(seconds: float = 45.0) -> None:
     """Trajectories/s of n actors against n times one actor's, learner included."""
-    print(f"throughput (HyperGrid ndim 4, FM, batches of 16, learner included, ~{seconds:.0f} s per run, "
+    print(f"throughput (HyperGrid ndim 4, FM, batches of 16, learner included, {seconds:.0f} s per run, "
           f"{os.cpu_count()} cores)")
     for latency, counts in ((50, (1, 8)), (200, (1, 16))):
         base = None
         for n in counts:
-            for policy in ("keep", "drop") if n > 1 else ("keep",):
-                figures = steady(run(sized(n, latency, seconds) + POLICIES[policy]))
+            for policy in ("keep", "grow", "drop") if n > 1 else ("keep",):
+                rows = run(["runtime=ray", f"actors.num={n}", "actors.cpus=0.1", f"reward.latency_ms={latency}",
+                            "learner.steps=1000000", "log.every=50", "eval.every=0"] + POLICIES[policy],
+                           stop=lambda row: row["wall_s"] >= seconds)
+                figures = steady(rows)
                 base = base or figures["traj_per_s"]
                 print(f"  {latency:3d} ms reward, {n:2d} actors, {policy}: {figures['traj_per_s']:6.0f} traj/s "
                       f"= {figures['traj_per_s'] / (n * base):.2f} x {n} x one actor; "
@@ -70,30 +84,24 @@ def throughput(seconds: float = 40.0) -> None:
                       f"max lag {figures['lag']}, actors held {figures['held']:.0%}", flush=True)
 
 
-def sized(actors: int, latency_ms: float, seconds: float) -> list[str]:
-    """A run of about `seconds`: its steps from the ideal rate of `actors` (one record per
-    trajectory, 16 per batch, one batch in flight per 50 ms reward)."""
-    ideal = actors * 16 * 1000 / max(latency_ms, 1)
-    steps = max(500, int(seconds * ideal / 16) // 125 * 125)
-    return ["runtime=ray", f"actors.num={actors}", "actors.cpus=0.1", f"reward.latency_ms={latency_ms}",
-            f"learner.steps={steps}", "log.every=125", "eval.every=0"]
-
-
 def learning(budget: int = 100_000, target: float = 0.05, latency_ms: float = 50.0) -> None:
-    """Scored trajectories until l1_exact <= target: serial, and 8 actors with each policy."""
-    print(f"learning (HyperGrid ndim 4, FM, reward latency {latency_ms:g} ms, to l1_exact <= {target}, "
-          f"budget {budget} trajectories)")
-    common = [f"learner.steps={budget // 16}", "log.every=125", "eval.every=125", f"reward.latency_ms={latency_ms}"]
-    runs = [("serial", ["runtime=serial"]),
-            ("8 actors, keep", ["runtime=ray", "actors.num=8", "actors.cpus=0.1"] + POLICIES["keep"]),
-            ("8 actors, drop", ["runtime=ray", "actors.num=8", "actors.cpus=0.1"] + POLICIES["drop"])]
+    """Scored trajectories until l1_exact <= target: serial, and 8 actors with each policy. A
+    constant learning rate, so that runs with different batch sizes compare per trajectory;
+    the serial run has no reward latency (on-policy, what it learns per trajectory does not
+    depend on it)."""
+    print(f"learning (HyperGrid ndim 4, FM, constant lr, 8 actors with a {latency_ms:g} ms reward, "
+          f"to l1_exact <= {target}, budget {budget} trajectories)")
+    common = ["learner.steps=1000000", "learner.lr_schedule=constant", "log.every=25", "eval.every=25"]
+    actors = ["runtime=ray", "actors.num=8", "actors.cpus=0.1", f"reward.latency_ms={latency_ms}"]
+    runs = [("serial", ["runtime=serial"])] + [(f"8 actors, {p}", actors + POLICIES[p]) for p in ("keep", "grow", "drop")]
     for name, extra in runs:
-        rows = run(common + extra)
-        hit = next((r for r in rows if r.get("l1_exact", 1) <= target), None)
+        rows = run(common + extra, stop=lambda row: row["l1_exact"] <= target or row["trajectories"] >= budget)
+        hit = next((r for r in rows if r["l1_exact"] <= target), None)
         where = f"reached after {hit['trajectories']} trajectories ({hit['wall_s']:.0f} s)" if hit else "not reached"
         last = rows[-1]
-        print(f"  {name:15s}: {where}; final l1_exact {last['l1_exact']:.4f} after {last['trajectories']} "
-              f"trajectories, {last['wall_s']:.0f} s; dropped_stale {last.get('dropped_stale', 0)}", flush=True)
+        print(f"  {name:15s}: {where}; last l1_exact {last['l1_exact']:.4f} at {last['trajectories']} trajectories, "
+              f"step {last['step']}; dropped_stale {last.get('dropped_stale', 0)}, fraction_trained "
+              f"{last['fraction_trained']:.4f}", flush=True)
 
 
 PARTS = {"throughput": throughput, "learning": learning}

@@ -118,8 +118,10 @@ class LearnerConfig:
     # Updates between weight publications to the rollout actors.
     publish_every: int = 4
     # Ray runtime: the most records one update trains on. An update takes every record not yet
-    # trained on, at least sampler.batch_size and at most this many (null: 4 * sampler.batch_size),
-    # so the learner keeps up with more actors; beyond it the replay table holds the actors back.
+    # trained on, at least sampler.batch_size and at most this many (null: sampler.batch_size),
+    # so a larger value lets the learner keep up with more actors, at the price of fewer updates
+    # per trajectory (docs/benchmarks.md measures both); beyond it the replay table holds the
+    # actors back.
     max_batch: Optional[int] = None
     # An explicit policy, off by default: drop records sampled more than this many policy
     # versions ago instead of training on them (counted as dropped_stale). Back-pressure
@@ -359,8 +361,8 @@ def cache_size(cfg: Config) -> int:
 
 
 def max_batch(cfg: Config) -> int:
-    """learner.max_batch, or by default 4 * sampler.batch_size."""
-    return cfg.learner.max_batch or 4 * cfg.sampler.batch_size
+    """learner.max_batch, or by default sampler.batch_size."""
+    return cfg.learner.max_batch or cfg.sampler.batch_size
 
 
 def error_buffer(cfg: Config) -> float:

@@ -1,10 +1,5 @@
-"""The Ray runtime's driver: starts or joins Ray, creates the roles, runs the control loop.
-
-    replay  = ReplayActor(...)                      one threaded actor, no CPU reserved
-    learner = LearnerActor(cfg, replay)             a GPU when the cluster has one
-    cache   = CacheActor(size)                      rewards by key (reward.cache_size > 0)
-    pool    = [RewardActor(cfg)]                    reward.workers of them (reward.mode pool)
-    actors  = [RolloutActor(cfg, seed_i, replay, pool, cache)]   actors.num, actors.cpus each
+"""The Ray runtime's driver: starts or joins Ray, creates the roles (distgfn.roles), runs
+the control loop.
 
 Each rollout actor always has one `run` call (actors.report_every_s of sampling) in flight;
 the learner always has two `train` calls (log.every updates each) queued, so neither waits
@@ -22,28 +17,24 @@ import os
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import ray
 
-from distgfn import checkpoint, runstate, wire
-from distgfn.config import Config, ConfigError, cache_size, error_buffer, max_batch
+from distgfn import checkpoint, runstate
+from distgfn.config import Config
 from distgfn.evaluation import make_evaluator
 from distgfn.fleet import Fleet
-from distgfn.messages import ActorReport, TrainStats
-from distgfn.learning import policy_log_probs
-from distgfn.metrics import MetricsLog, drop_rows_after, mean, print_progress
-from distgfn.models import set_weights
+from distgfn.messages import TrainStats
+from distgfn.metrics import MetricsLog, drop_rows_after, print_progress
 from distgfn.ray_metrics import RayMetrics
+from distgfn.roles import WORKER_ENV, RoleFailure, Roles, create_roles, new_actor, unwrap
+from distgfn.rows import Rows, crossed
 from distgfn.runstate import RunState
-from distgfn.scaling import RewardPool, Scaling, cpus_needed, reward_workers
-from distgfn.rewards import FailureWindow, RewardError, RewardServiceError, report_failures
+from distgfn.scaling import Scaling, cpus_needed, reward_workers
+from distgfn.rewards import RewardError, RewardServiceError
 from distgfn.signals import deferred_stops, stop_requested
-from distgfn.tasks import make_env, make_model
-
-WORKER_ENV = {"env_vars": {"OMP_NUM_THREADS": "1"}}
+from distgfn.tasks import make_env
 
 
 def train(cfg: Config, run_dir: Path, progress=print_progress, resume: bool = False) -> None:
@@ -60,10 +51,6 @@ def train(cfg: Config, run_dir: Path, progress=print_progress, resume: bool = Fa
         loop.close()
         if started_ray:
             ray.shutdown()
-
-
-class RoleFailure(Exception):
-    """The learner or the replay table died; the run can go on from the last checkpoint."""
 
 
 def connect(cfg: Config) -> bool:
@@ -83,116 +70,21 @@ def connect(cfg: Config) -> bool:
     return True
 
 
-@dataclass
-class Roles:
-    replay: object
-    learner: object
-    cache: object | None  # CacheActor, when reward.cache_size > 0
-    pool: RewardPool  # RewardActors (reward.mode pool; none otherwise)
-    ids: dict  # Ray's actor id (hex) of the replay table and the learner -> the role's name
-
-
-def create_roles(cfg: Config, actors: int, workers: int) -> Roles:
-    """The replay table, the learner, the reward cache and pool (the rollout actors are the
-    Fleet's, made by new_actor); `actors` is how many there will be."""
-    from actors.replay import ReplayActor
-    from actors.reward import CacheActor
-    from learner.actor import LearnerActor
-
-    check_resources(cfg, actors, workers)
-    r = cfg.replay
-    replay = ReplayActor.options(runtime_env=WORKER_ENV).remote(
-        capacity=r.capacity, min_size=r.min_size, samples_per_insert=r.samples_per_insert,
-        error_buffer=error_buffer(cfg), batch_size=max_batch(cfg), sampler=r.sampler,
-        alpha=r.alpha, seed=cfg.seed,
-    )
-    learner = LearnerActor.options(
-        num_cpus=cfg.learner.cpus, num_gpus=learner_gpus(cfg), runtime_env=WORKER_ENV
-    ).remote(cfg, replay)
-    size = cache_size(cfg)
-    cache = CacheActor.options(runtime_env=WORKER_ENV).remote(size) if size else None
-    ids = dict(zip(ray.get([replay.actor_id.remote(), learner.actor_id.remote()]), ["replay table", "learner"]))
-    return Roles(replay, learner, cache, RewardPool(lambda: new_reward_worker(cfg), workers), ids)
-
-
-def new_reward_worker(cfg: Config):
-    from actors.reward import RewardActor
-
-    return RewardActor.options(num_cpus=cfg.reward.cpus_per_worker, runtime_env=WORKER_ENV,
-                               max_restarts=cfg.actors.max_restarts, resources=worker_resources(cfg)).remote(cfg)
-
-
-def worker_resources(cfg: Config) -> dict:
-    """ray.worker_resource: keeps rollout actors and reward workers on the nodes that offer it."""
-    return {cfg.ray.worker_resource: 0.001} if cfg.ray.worker_resource else {}
-
-
-def new_actor(cfg: Config, roles: Roles, name: str, index: int, first_step: int):
-    """A rollout actor. Its seed depends on the step the run starts from, so a resumed run does
-    not replay the random streams of its start."""
-    from actors.rollout import RolloutActor
-
-    return RolloutActor.options(num_cpus=cfg.actors.cpus, runtime_env=WORKER_ENV, max_restarts=cfg.actors.max_restarts,
-                                max_task_retries=0, resources=worker_resources(cfg)).remote(
-        cfg, seed=actor_seed(cfg.seed, index, first_step), name=name, replay=roles.replay,
-        insert_timeout_s=cfg.ray.progress_timeout_s, reward_workers=roles.pool.workers if cfg.reward.mode == "pool" else None,
-        cache=roles.cache,
-    )
-
-
-def actor_seed(seed: int, actor: int, first_step: int) -> int:
-    return int(np.random.SeedSequence([seed, actor, first_step]).generate_state(1)[0])
-
-
-def learner_gpus(cfg: Config) -> int:
-    """One GPU for the learner when the cluster has one and the config allows CUDA."""
-    has_gpu = ray.cluster_resources().get("GPU", 0) >= 1
-    return 1 if has_gpu and cfg.learner.device != "cpu" else 0
-
-
-def check_resources(cfg: Config, actors: int, workers: int) -> None:
-    cpus = ray.cluster_resources().get("CPU", 0)
-    need = cpus_needed(cfg, actors, workers)
-    if need > cpus:
-        pool = f" + reward.workers * reward.cpus_per_worker = {workers} * {cfg.reward.cpus_per_worker:g}" if workers else ""
-        raise ConfigError(
-            f"the Ray cluster has {cpus:g} CPUs but it takes {need:g}: learner.cpus {cfg.learner.cpus:g} + "
-            f"actors * actors.cpus = {actors} * {cfg.actors.cpus:g}{pool}; "
-            f"lower actors.cpus (fractions are fine when rewards wait on I/O) or add nodes"
-        )
-    if cfg.learner.device.startswith("cuda") and ray.cluster_resources().get("GPU", 0) < 1:
-        raise ConfigError(f"learner.device={cfg.learner.device!r} but the Ray cluster has no GPU")
-    name = cfg.ray.worker_resource
-    if name and ray.cluster_resources().get(name, 0) <= 0:
-        print(f"distgfn: warning: no node offers the resource {name!r} (ray.worker_resource) yet; rollout actors "
-              f"and reward workers wait for one (an autoscaling cluster starts a node type that has it)", file=sys.stderr)
-
-
-def unwrap(ref, timeout: float | None = None):
-    """ray.get that re-raises a remote error as its own type (a RewardError stays one, and a
-    dead actor under a call is a RayActorError)."""
-    try:
-        return ray.get(ref, timeout=timeout)
-    except ray.exceptions.RayTaskError as e:
-        cause = e.cause if isinstance(getattr(e, "cause", None), Exception) else None
-        raise (cause or e) from None
-
-
 class ControlLoop:
+    """One Ray run: starts the roles (again from a checkpoint when the learner or the replay
+    table dies), keeps the learner's and the actors' calls in flight, and turns what they
+    report into metrics rows and checkpoints."""
+
     def __init__(self, cfg: Config, run_dir: Path, progress=print_progress):
         self.cfg, self.run_dir, self.progress = cfg, run_dir, progress
         self.roles: Roles | None = None
         self.log = MetricsLog(run_dir / "metrics.jsonl")
         self.env = make_env(cfg)
-        self.eval_model = make_model(cfg, self.env)
         self.evaluator = make_evaluator(cfg, self.env, run_dir)
+        self.rows = Rows(cfg, self.env, self.evaluator)
         self.step = self.role_restarts = self.past_actor_failures = 0
-        self.trajectories_before = 0  # sampled before this replay table (a resume from a serial run)
         self.fleet: Fleet | None = None
-        self.failure_window = FailureWindow(cfg.reward.max_failure_rate, cfg.reward.failure_window)
-        self.interval = Interval()
-        self.start_time = time.perf_counter()
-        self.checkpoints = checkpoint.root_for(cfg, run_dir)
+        self.checkpoints = RayCheckpoints(cfg, run_dir, self.rows, self.evaluator, self.log)
         self.scaling = Scaling(cfg, run_dir)
         self.first_step = 0
         self.departed: dict[str, dict] = {}  # name -> lifetime totals of each actor scaled away
@@ -228,33 +120,11 @@ class ControlLoop:
                            on_restart=self.on_actor_restart, departed=self.departed)
         self.scaling.attach(self.fleet, self.roles.pool)
         if saved:
-            self.restore(*saved, resumed=resumed)
+            self.step = self.checkpoints.restore(self.roles, *saved, resumed=resumed)
         else:
             self.step = 0
             drop_rows_after(self.run_dir / "metrics.jsonl", 0)
-        self.interval = Interval(self.step, ray.get(self.replay.stats.remote()))
-
-    def restore(self, step: int, files: dict[str, bytes], resumed: bool = True) -> None:
-        """Continues from a checkpoint: the replay table (with the records the learner had taken
-        but not trained on), the learner, the reward cache, then the driver's own counters and
-        metrics. A resumed run's clock continues from the checkpoint's; after a failure inside a
-        run it keeps going."""
-        if "replay.pt" in files:  # a serial run's checkpoint has no replay table to restore
-            ray.get(self.replay.restore_bytes.remote(files["replay.pt"], runstate.pending(files)))
-        self.step = unwrap(self.learner.restore.remote(files["learner.pt"]))
-        if self.roles.cache is not None and "reward_cache.msgpack" in files:
-            ray.get(self.roles.cache.restore.remote(wire.decode(files["reward_cache.msgpack"])))
-        state = RunState.from_files(files)
-        if resumed:
-            self.start_time = time.perf_counter() - state.wall_s
-        inserted = ray.get(self.replay.stats.remote())["inserted"]
-        self.trajectories_before = max(state.trajectories - inserted, 0)
-        self.evaluator.restore(state.evaluator, self.step)
-        drop_rows_after(self.run_dir / "metrics.jsonl", self.step)
-        self.log.restarted_at(self.step)
-        verb = "resuming" if resumed else "continuing"
-        print(f"distgfn: {verb} from the {state.runtime} checkpoint at step {step} in {self.checkpoints}",
-              file=sys.stderr)
+        self.rows.restart(self.step, ray.get(self.replay.stats.remote()))
 
     def run_surviving_failures(self) -> None:
         """Runs to learner.steps; when the learner or the replay table dies, recreates every role
@@ -269,7 +139,7 @@ class ControlLoop:
         self.role_restarts += 1
         limit = self.cfg.fault_tolerance.max_restarts
         try:
-            saved = checkpoint.load_latest(self.checkpoints)
+            saved = checkpoint.load_latest(self.checkpoints.root)
         except checkpoint.CheckpointError:
             saved = None
         at = f"the checkpoint at step {saved[0]}" if saved else "step 0 (no checkpoint yet)"
@@ -282,22 +152,6 @@ class ControlLoop:
               f"(restart {self.role_restarts} of {limit})", file=sys.stderr)
         self.kill_roles()
         self.start(saved, resumed=False)
-
-    def save_checkpoint(self) -> None:
-        """A snapshot of the learner and replay table (taken by the learner between updates,
-        while the actors keep sampling), the reward cache and the driver's counters, written
-        whole or not at all."""
-        timeout = self.cfg.ray.progress_timeout_s
-        try:
-            snap = unwrap(self.learner.snapshot.remote(), timeout=timeout)
-        except ray.exceptions.GetTimeoutError:
-            raise RoleFailure(f"the learner did not take a snapshot within {timeout} s (ray.progress_timeout_s)") from None
-        replay, inserted = ray.get(snap["replay"][0])
-        state = RunState("ray", time.perf_counter() - self.start_time, self.trajectories_before + inserted,
-                         self.evaluator.state())
-        cache = ray.get(self.roles.cache.state.remote(), timeout=timeout) if self.roles.cache is not None else None
-        runstate.save(self.cfg, self.checkpoints, snap["step"], snap["learner"], state, replay=replay,
-                      pending=snap["pending"], cache=cache)
 
     def run(self) -> None:
         # One learner call per metrics row: the driver's round trips stay off the learner's time.
@@ -324,18 +178,18 @@ class ControlLoop:
                 if calls:
                     training.append(self.learner.train.remote(calls.pop(0)))
                 self.on_update(stats)
-            self.save_checkpoint()
+            self.checkpoints.save(self.roles)
         except ray.exceptions.RayActorError as e:
-            raise RoleFailure(f"the {self.role_of(e)} died ({type(e).__name__})") from e
+            raise RoleFailure(f"the {self.roles.role_of(e)} died ({type(e).__name__})") from e
         except (RewardError, RewardServiceError):
             print("distgfn: the reward failed; saving a checkpoint and the model, then stopping", file=sys.stderr)
-            self.final_checkpoint()
+            self.checkpoints.save_final(self.roles)
             raise
         except KeyboardInterrupt:
             print("distgfn: interrupted; saving a checkpoint and the model, then stopping", file=sys.stderr)
             self.learner.stop.remote()  # no update waits for records that will not come
             self.finish_training_calls(training)
-            self.final_checkpoint()
+            self.checkpoints.save_final(self.roles)
 
     def wait_for(self, training):
         """The first call to finish (an actor's or the learner's), or None when only an actor
@@ -352,22 +206,11 @@ class ControlLoop:
         """Takes an actor's report: what it sampled goes to the evaluator, the failure window
         and the interval's figures. A call whose actor died is lost with its batches in
         progress; the last one's records may or may not have reached the replay table."""
-        report, lost = self.fleet.take(ref)
-        self.interval.lost_calls += lost
-        if report is None:
-            return
-        if report.sampled is not None:
-            self.evaluator.observe(report.sampled, self.step)
-            report_failures(report.sampled, self.env, self.failure_window)
-        self.interval.add_batch(report)
+        self.rows.observe(*self.fleet.take(ref), self.step)
 
     def on_actor_restart(self, actor) -> None:
         if self.cfg.reward.mode == "pool":  # Ray rebuilt it with the pool it was made with
             actor.set_reward_workers.remote(self.roles.pool.workers)
-
-    def role_of(self, error: ray.exceptions.RayActorError) -> str:
-        """Which role a RayActorError is about, by the actor id it carries."""
-        return self.roles.ids.get(error.actor_id, "learner or replay table") if self.roles else "learner or replay table"
 
     def finish_training_calls(self, training: deque) -> None:
         """Takes the learner calls that return now that it is stopping, so that a row due at a
@@ -377,13 +220,6 @@ class ControlLoop:
                 self.on_update(unwrap(training.popleft(), timeout=self.cfg.ray.progress_timeout_s))
         except (ray.exceptions.RayError, RoleFailure) as e:
             print(f"distgfn: warning: the learner's last calls did not return ({type(e).__name__})", file=sys.stderr)
-
-    def final_checkpoint(self) -> None:
-        """The checkpoint of a run that stops: a dead role is reported, never recovered from."""
-        try:
-            self.save_checkpoint()
-        except (RoleFailure, ray.exceptions.RayActorError) as e:
-            print(f"distgfn: warning: no final checkpoint ({e}); the last complete one stands", file=sys.stderr)
 
     def close(self) -> None:
         """Saves the model when the learner is alive, kills the roles, closes the metrics."""
@@ -395,10 +231,7 @@ class ControlLoop:
 
     def kill_roles(self) -> None:
         if self.roles is not None:
-            r = self.roles
-            for handle in [r.replay, r.learner, r.cache, *r.pool.handles()]:
-                if handle is not None:
-                    ray.kill(handle)
+            self.roles.kill()
         if self.fleet is not None:
             self.scaling.actors, self.past_actor_failures = self.fleet.target, self.past_actor_failures + self.fleet.failures
             self.fleet.kill()
@@ -421,7 +254,7 @@ class ControlLoop:
 
     def on_update(self, stats: TrainStats) -> None:
         previous, self.step = self.step, stats.step
-        self.interval.add_update(stats)
+        self.rows.add_update(stats)
         last = self.step == self.cfg.learner.steps
         if last or crossed(previous, self.step, self.cfg.log.every):
             evaluate = last or crossed(previous, self.step, self.cfg.eval.every)
@@ -431,27 +264,21 @@ class ControlLoop:
             self.progress(row, self.cfg.learner.steps)
             self.scaling.autoscale(row)
             if crossed(previous, self.step, self.cfg.checkpoint.every):
-                self.save_checkpoint()
+                self.checkpoints.save(self.roles)
 
     def metrics_row(self, weights) -> dict:
-        replay = ray.get(self.replay.stats.remote(), timeout=self.cfg.ray.progress_timeout_s)
-        row = {"step": self.step, "trajectories": self.trajectories_before + replay["inserted"],
-               "wall_s": round(time.perf_counter() - self.start_time, 3), "actor_failures": self.past_actor_failures + self.fleet.failures,
-               "role_restarts": self.role_restarts,
-               "lost_actor_calls": self.interval.lost_calls, "actors": self.num_actors}
+        timeout = self.cfg.ray.progress_timeout_s
+        replay = ray.get(self.replay.stats.remote(), timeout=timeout)
+        counts = {"trajectories": self.checkpoints.trajectories_before + replay["inserted"], "actors": self.num_actors,
+                  "actor_failures": self.past_actor_failures + self.fleet.failures, "role_restarts": self.role_restarts,
+                  "reward_unavailable": sum(why is not None for why in self.unavailable.values())}
         if self.cfg.reward.mode == "pool":
-            row["reward_workers"] = self.scaling.workers
-        row.update(self.interval.summary(replay, self.num_actors))
-        row["reward_unavailable"] = sum(why is not None for why in self.unavailable.values())
+            counts["reward_workers"] = self.scaling.workers
         if self.roles.cache is not None:
-            cache = ray.get(self.roles.cache.stats.remote(), timeout=self.cfg.ray.progress_timeout_s)
-            row.update({f"reward_cache_{k}": v for k, v in cache.items()})
-        row.update(self.evaluator.sampled_metrics())
-        if weights is not None and self.evaluator.exact:
-            set_weights(self.eval_model, ray.get(weights[0]))
-            row.update(self.evaluator.exact_metrics(lambda s: policy_log_probs(self.eval_model, self.env, s)))
-        self.interval = Interval(self.step, replay)
-        return row
+            cache = ray.get(self.roles.cache.stats.remote(), timeout=timeout)
+            counts.update({f"reward_cache_{k}": v for k, v in cache.items()})
+        log_policy = self.rows.policy(ray.get(weights[0])) if weights is not None and self.evaluator.exact else None
+        return self.rows.make(self.step, replay, counts, log_policy)
 
     def stalled_message(self) -> str:
         replay = ray.get(self.replay.stats.remote(), timeout=10)
@@ -459,68 +286,42 @@ class ControlLoop:
                 f"(ray.progress_timeout_s) at step {self.step}; replay table: {replay}")
 
 
-def crossed(before: int, after: int, every: int) -> bool:
-    """Whether a multiple of `every` lies in (before, after]."""
-    return every > 0 and after // every > before // every
+class RayCheckpoints:
+    """Checkpoints of a Ray run in the layout both runtimes share (distgfn.runstate): the
+    learner's and replay table's snapshot, the reward cache, and the run's own state."""
 
+    def __init__(self, cfg: Config, run_dir: Path, rows: Rows, evaluator, log: MetricsLog):
+        self.cfg, self.run_dir, self.rows, self.evaluator, self.log = cfg, run_dir, rows, evaluator, log
+        self.root = checkpoint.root_for(cfg, run_dir)
+        self.trajectories_before = 0  # sampled before this replay table (a resume from a serial run)
 
-class Interval:
-    """What happened between two metrics rows."""
+    def save(self, roles: Roles) -> None:
+        """Written whole or not at all; the learner takes its snapshot between two updates while
+        the actors keep sampling."""
+        snap = roles.snapshot(self.cfg.ray.progress_timeout_s)
+        state = RunState("ray", self.rows.wall_s(), self.trajectories_before + snap.inserted, self.evaluator.state())
+        runstate.save(self.cfg, self.root, snap.step, snap.learner, state, replay=snap.replay, pending=snap.pending,
+                      cache=snap.cache)
 
-    def __init__(self, step: int = 0, replay: dict | None = None):
-        self.start = time.perf_counter()
-        self.first_step = self.step = step
-        self.replay = replay or {"inserted": 0, "sampled": 0}
-        self.failed = self.record_bytes = self.records = self.lost_calls = self.trained = 0
-        self.held_s = 0.0  # actors' time held by back-pressure (waiting on the replay table)
-        self.losses, self.lag_means, self.reward_s = [], [], []
-        self.lag_min, self.lag_max, self.learner_wait_s, self.sample_s = math.inf, -math.inf, 0.0, 0.0
+    def save_final(self, roles: Roles) -> None:
+        """The checkpoint of a run that stops: a dead role is reported, never recovered from."""
+        try:
+            self.save(roles)
+        except (RoleFailure, ray.exceptions.RayActorError) as e:
+            print(f"distgfn: warning: no final checkpoint ({e}); the last complete one stands", file=sys.stderr)
 
-    def add_batch(self, r: ActorReport) -> None:
-        self.failed += sum(e is not None for e in r.sampled.errors) if r.sampled is not None else 0
-        self.reward_s.extend(r.reward_s)
-        self.sample_s += r.sample_s
-        self.record_bytes += r.record_bytes
-        self.records += r.records
-        self.held_s += r.insert_wait_s
-
-    def add_update(self, s: TrainStats) -> None:
-        self.step = s.step
-        if not s.updates:
-            return
-        self.losses.append(s.loss)
-        self.trained += s.records
-        self.lag_means.append(s.lag_mean)
-        self.lag_min, self.lag_max = min(self.lag_min, s.lag_min), max(self.lag_max, s.lag_max)
-        self.learner_wait_s += s.wait_s
-
-    def summary(self, replay: dict, actors: int) -> dict:
-        dt = max(time.perf_counter() - self.start, 1e-9)
-        updates = self.step - self.first_step
-        inserted = replay["inserted"] - self.replay["inserted"]
-        sampled = replay["sampled"] - self.replay["sampled"]
-        return {
-            "loss": mean(self.losses),
-            # The table's own count (exact at each row), plus the objects whose reward failed.
-            "traj_per_s": (inserted + self.failed) / dt,
-            "policy_lag_min": self.lag_min if self.losses else None,
-            "policy_lag_mean": mean(self.lag_means),
-            "policy_lag_max": self.lag_max if self.losses else None,
-            "replay_size": replay["size"],
-            "updates_per_s": updates / dt,
-            "batch_mean": self.trained / updates if updates else None,
-            "inserts_per_s": inserted / dt,
-            "samples_per_insert": sampled / inserted if inserted else None,
-            "dropped_stale": replay["dropped_stale"],
-            # Every scored trajectory is trained on: records sampled at least once / inserted.
-            "fraction_trained": replay["fraction_trained"],
-            # Of the actors' time, the part held by back-pressure (the learner was behind).
-            "actor_held_frac": self.held_s / (actors * dt),
-            "reward_latency_ms": 1000 * mean(self.reward_s) if self.reward_s else None,
-            # Of the actors' time on batches, the part spent in rewards (pipelined: waiting on them).
-            "reward_time_frac": sum(self.reward_s) / (sum(self.reward_s) + self.sample_s) if self.reward_s else None,
-            "record_bytes_mean": self.record_bytes / self.records if self.records else None,
-            "learner_wait_frac": self.learner_wait_s / dt,
-        }
-
-
+    def restore(self, roles: Roles, step: int, files: dict[str, bytes], resumed: bool = True) -> int:
+        """Continues from a checkpoint of either runtime; returns the learner's step. A resumed
+        run's clock continues from the checkpoint's; after a failure inside a run it keeps
+        going. Metrics rows logged after the checkpoint are dropped (they are redone)."""
+        learner_step, inserted = roles.restore(files)
+        state = RunState.from_files(files)
+        if resumed:
+            self.rows.start_time = time.perf_counter() - state.wall_s
+        self.trajectories_before = max(state.trajectories - inserted, 0)
+        self.evaluator.restore(state.evaluator, learner_step)
+        drop_rows_after(self.run_dir / "metrics.jsonl", learner_step)
+        self.log.restarted_at(learner_step)
+        verb = "resuming" if resumed else "continuing"
+        print(f"distgfn: {verb} from the {state.runtime} checkpoint at step {step} in {self.root}", file=sys.stderr)
+        return learner_step

@@ -49,7 +49,7 @@ class TrainStats:
     lag_max: int | None
     wait_s: float  # waiting for records
     busy_s: float
-    published: Published  # the weights after the call
+    published: Published | None = None  # the weights after the call (Ray runtime)
 
 
 @dataclass

@@ -84,6 +84,13 @@ class ReplayTable:
     def size(self) -> int:
         return len(self.slot_of)
 
+    def stats(self) -> dict:
+        """The counters and size, as metrics rows read them."""
+        c = self.counters
+        return {"size": self.size, "inserted": c.inserted, "sampled": c.sampled, "evicted": c.evicted,
+                "dropped_stale": c.dropped_stale, "trained": c.trained, "duplicates": c.duplicates,
+                "fraction_trained": self.fraction_trained}
+
     @property
     def fraction_trained(self) -> float | None:
         """Records sampled at least once / records inserted (None before any insert)."""

@@ -1,4 +1,15 @@
-"""The serial runtime: every role in one process, on-policy. For debugging and tests without Ray."""
+"""The serial runtime: the Ray run's roles in one process, for debugging and tests without Ray.
+
+    worker --records--> ReplayTable (fifo) --batch--> Learner      one after the other
+
+The parts are the Ray runtime's: a rollout worker's batches become msgpack records in a
+replay table (in process, `fifo`: each record handed out once, oldest first), the learner
+trains on batches the table hands out, metrics rows come from `distgfn.rows` and checkpoints
+are `distgfn.runstate`'s layout, so both runtimes write the same metrics and checkpoints, fail
+the same way, and a run resumes in either. What differs is only the schedule: here a batch is
+sampled when the table holds less than one batch, so training is on-policy (the policy lag is
+0 unless rewards failed) and a resumed run repeats the uninterrupted one exactly.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +25,13 @@ from distgfn.batch import read_record, stack_batches
 from distgfn.config import Config, cache_size
 from distgfn.evaluation import Sampled, make_evaluator
 from distgfn.learning import Learner
-from distgfn.metrics import MetricsLog, drop_rows_after, mean, print_progress
-from distgfn.replay import ReplayTable
-from distgfn.rewards import FailureWindow, RewardError, RewardServiceError, report_failures
+from distgfn.messages import ActorReport, TrainStats
+from distgfn.metrics import MetricsLog, drop_rows_after, print_progress
+from distgfn.replay import ReplayTable, parse_record
+from distgfn.rewards import RewardError, RewardServiceError
 from distgfn.rewards.cache import RewardCache
-from distgfn.rollout import RolloutWorker
+from distgfn.rollout import RolloutWorker, encode_records
+from distgfn.rows import Rows, crossed
 from distgfn.runstate import RunState
 from distgfn.signals import deferred_stops, stop_requested
 
@@ -31,23 +44,12 @@ def seed_everything(seed: int) -> None:
 def train(cfg: Config, run_dir: Path, progress=print_progress, resume: bool = False) -> Learner:
     """Trains to learner.steps; with resume, continues from the newest usable checkpoint."""
     seed_everything(cfg.seed)
-    learner = Learner(cfg)
-    # On CPU the worker samples with the learner's own model; on a GPU it keeps a CPU copy.
-    shared = learner.device.type == "cpu"
-    cache = RewardCache(cache_size(cfg)) if cache_size(cfg) else None
-    worker = RolloutWorker(cfg, seed=cfg.seed, model=learner.model if shared else None, cache=cache)
-    evaluator = make_evaluator(cfg, learner.env, run_dir)
-    clock = Clock()
-    run = SerialRun(cfg, run_dir, learner, worker, evaluator, clock, cache)
+    run = SerialRun(cfg, run_dir)
     if resume:
         run.restore()
-    log = MetricsLog(run_dir / "metrics.jsonl")
-    if resume:
-        log.restarted_at(learner.step)
-    failures = FailureWindow(cfg.reward.max_failure_rate, cfg.reward.failure_window)
     try:
         with deferred_stops():
-            run.steps(log, failures, progress)
+            run.steps(progress)
     except KeyboardInterrupt:
         print("distgfn: interrupted; saving a checkpoint and the model, then stopping", file=sys.stderr)
     except (RewardError, RewardServiceError):  # as the Ray runtime: what was learned is kept
@@ -55,133 +57,119 @@ def train(cfg: Config, run_dir: Path, progress=print_progress, resume: bool = Fa
         run.finish()
         raise
     finally:
-        log.close()
-        evaluator.close()
+        run.close()
     run.finish()
-    return learner
+    return run.learner
 
 
 class SerialRun:
-    """The serial loop and its checkpoints (distgfn.runstate: the layout both runtimes share):
-    the learner, the sampler's RNG, the evaluation window and the counters; rows logged after a
-    checkpoint are dropped on resume."""
-
-    def __init__(self, cfg, run_dir, learner, worker, evaluator, clock, cache=None):
+    def __init__(self, cfg: Config, run_dir: Path):
         self.cfg, self.run_dir = cfg, run_dir
-        self.learner, self.worker, self.evaluator, self.clock = learner, worker, evaluator, clock
-        self.cache = cache
-        self.trajectories = 0
-        self.backlog: list[bytes] = []  # records of a Ray checkpoint not trained on yet: first in line
+        self.learner = Learner(cfg)
+        # On CPU the worker samples with the learner's own model; on a GPU it keeps a CPU copy.
+        self.shared = self.learner.device.type == "cpu"
+        self.cache = RewardCache(cache_size(cfg)) if cache_size(cfg) else None
+        self.worker = RolloutWorker(cfg, seed=cfg.seed, model=self.learner.model if self.shared else None,
+                                    cache=self.cache)
+        n = cfg.sampler.batch_size
+        self.table = ReplayTable(capacity=max(cfg.replay.capacity, n), sampler="fifo", batch_size=n)
+        self.evaluator = make_evaluator(cfg, self.learner.env, run_dir)
+        self.rows = Rows(cfg, self.learner.env, self.evaluator)
+        self.log = MetricsLog(run_dir / "metrics.jsonl")
+        self.trajectories = self.batches = 0
         self.root = checkpoint.root_for(cfg, run_dir)
 
-    def steps(self, log, failures, progress) -> None:
-        """The loop: sample a batch, train on it, log a row every log.every updates. A stop asked
-        for by Ctrl-C or SIGTERM takes effect between two steps."""
-        cfg, learner, cache = self.cfg, self.learner, self.cache
-        losses = []
-        while learner.step < cfg.learner.steps:
+    def steps(self, progress) -> None:
+        """Samples a batch whenever the table holds less than one, trains on the oldest batch,
+        and logs a row every log.every updates. A stop asked for by Ctrl-C or SIGTERM takes
+        effect between two steps."""
+        cfg = self.cfg
+        while self.learner.step < cfg.learner.steps:
             if stop_requested():
                 raise KeyboardInterrupt("stop requested")
-            batch = self.next_backlog_batch() if self.backlog else self.sample(failures)
-            if batch is None:  # every reward in the batch failed: nothing to train on
+            records = self.table.sample(cfg.sampler.batch_size)
+            if records is None:
+                self.sample()
                 continue
-            losses.append(learner.update(batch))
-            if learner.step % cfg.log.every == 0 or learner.step == cfg.learner.steps:
-                row = metrics_row(cfg, learner, self.evaluator, self.clock, self.trajectories, losses, cache,
-                                  len(self.backlog))
-                log.write(row)
+            previous = self.learner.step
+            self.rows.add_update(self.update(records))
+            step, last = self.learner.step, self.learner.step == cfg.learner.steps
+            if last or crossed(previous, step, cfg.log.every):
+                evaluate = last or crossed(previous, step, cfg.eval.every)
+                row = self.rows.make(step, self.table.stats(), self.counts(), self.learner.log_policy if evaluate else None)
+                self.log.write(row)
                 progress(row, cfg.learner.steps)
-                losses = []
-                if cfg.checkpoint.every and learner.step % cfg.checkpoint.every == 0:
+                if crossed(previous, step, cfg.checkpoint.every):
                     self.save()
 
-    def sample(self, failures) -> dict | None:
-        """Samples a batch with the current policy and scores it; its training batch (None
-        when every reward in it failed)."""
-        if self.worker.model is not self.learner.model:
+    def sample(self) -> None:
+        """One batch with the current policy, scored, into the table as records."""
+        if self.shared:
+            self.worker.version = self.learner.step  # the learner's model is the policy
+        else:
             self.worker.set_weights(*self.learner.weights())
         rollout = self.worker.sample()
+        start = time.perf_counter()
+        blobs = encode_records(rollout, f"serial.{self.batches}")
+        self.batches += 1
+        self.table.insert([parse_record(blob) for blob in blobs])
         self.trajectories += len(rollout.objects)
-        sampled = Sampled.of(rollout)
-        self.evaluator.observe(sampled, self.learner.step)
-        report_failures(sampled, self.learner.env, failures)
-        return rollout.batch
+        report = ActorReport(Sampled.of(rollout), [rollout.version], [rollout.reward_s],
+                             rollout.sample_s + time.perf_counter() - start, 0.0, sum(map(len, blobs)), len(blobs),
+                             self.worker.unavailable)
+        self.rows.observe(report, False, self.learner.step)  # raises RewardError when too many fail
 
-    def next_backlog_batch(self) -> dict:
-        n = self.cfg.sampler.batch_size
-        blobs, self.backlog = self.backlog[:n], self.backlog[n:]
-        return stack_batches([read_record(blob) for blob in blobs])
+    def update(self, records: list) -> TrainStats:
+        start, step = time.perf_counter(), self.learner.step
+        loss = self.learner.update(stack_batches([read_record(r.data) for r in records]))
+        lags = [step - r.version for r in records]
+        return TrainStats(self.learner.step, 1, len(records), loss, min(lags), float(np.mean(lags)), max(lags),
+                          0.0, time.perf_counter() - start)
+
+    def counts(self) -> dict:
+        counts = {"trajectories": self.trajectories, "actors": 1, "actor_failures": 0, "role_restarts": 0,
+                  "reward_unavailable": int(self.worker.unavailable is not None)}
+        if self.cache is not None:
+            counts.update({f"reward_cache_{k}": v for k, v in self.cache.stats().items()})
+        return counts
 
     def finish(self) -> None:
         """The last checkpoint, and the model."""
         self.save()
         torch.save(self.learner.model.state_dict(), self.run_dir / "model.pt")
 
+    def close(self) -> None:
+        self.log.close()
+        self.evaluator.close()
+
     def save(self) -> None:
-        """A checkpoint; records still in the backlog go into it as pending, so none is lost."""
-        state = RunState("serial", self.clock.wall(), self.trajectories, self.evaluator.state(),
+        """A checkpoint in the layout both runtimes share; the table's records go with it."""
+        state = RunState("serial", self.rows.wall_s(), self.trajectories, self.evaluator.state(),
                          self.worker.rng.bit_generator.state)
-        replay = None
-        if self.backlog:  # an empty fifo table: on resume the backlog is exactly `pending`
-            replay = checkpoint.state_to_bytes(ReplayTable(capacity=1, sampler="fifo").state())
         runstate.save(self.cfg, self.root, self.learner.step, checkpoint.state_to_bytes(self.learner.state()), state,
-                      replay=replay, pending=self.backlog, cache=self.cache.state() if self.cache else None)
+                      replay=checkpoint.state_to_bytes(self.table.state()),
+                      cache=self.cache.state() if self.cache else None)
 
     def restore(self) -> None:
-        """Continues from the newest checkpoint, written by either runtime."""
+        """Continues from the newest checkpoint, written by either runtime. From a Ray
+        checkpoint, the records no update had trained on are trained on first."""
         step, files = checkpoint.load_latest(self.root)
         self.learner.restore(checkpoint.state_from_bytes(files["learner.pt"]))
         state = RunState.from_files(files)
         if state.sampler_rng is not None:  # a Ray checkpoint's actors each had their own
             self.worker.rng.bit_generator.state = state.sampler_rng
+        if state.runtime == "serial" and "replay.pt" in files:
+            self.table.restore(checkpoint.state_from_bytes(files["replay.pt"]))
+        else:
+            self.table.insert([parse_record(blob) for blob in runstate.untrained_records(files)])
         self.trajectories = state.trajectories
-        self.clock.start -= state.wall_s
-        self.clock.restart(self.trajectories)
+        self.rows.start_time -= state.wall_s
+        self.rows.restart(step, self.table.stats())
         self.evaluator.restore(state.evaluator, step)
         if self.cache is not None and "reward_cache.msgpack" in files:
             self.cache.restore(wire.decode(files["reward_cache.msgpack"]))
-        self.backlog = runstate.untrained_records(files)
         drop_rows_after(self.run_dir / "metrics.jsonl", step)
-        extra = f"; {len(self.backlog)} scored records not trained on yet go first" if self.backlog else ""
-        print(f"distgfn: resuming from the {state.runtime} checkpoint at step {step} in {self.root}{extra}",
+        self.log.restarted_at(step)
+        waiting = f"; {self.table.size} scored records not trained on yet go first" if self.table.size else ""
+        print(f"distgfn: resuming from the {state.runtime} checkpoint at step {step} in {self.root}{waiting}",
               file=sys.stderr)
-
-
-class Clock:
-    """Wall time, and the training time between rows with evaluation time left out."""
-
-    def __init__(self):
-        self.start = self.mark = time.perf_counter()
-        self.trajectories_at_mark = 0
-
-    def rate(self, trajectories: int) -> float:
-        """Trajectories per second since the last restart()."""
-        return (trajectories - self.trajectories_at_mark) / max(time.perf_counter() - self.mark, 1e-9)
-
-    def restart(self, trajectories: int) -> None:
-        self.mark, self.trajectories_at_mark = time.perf_counter(), trajectories
-
-    def wall(self) -> float:
-        return time.perf_counter() - self.start
-
-
-def metrics_row(cfg, learner, evaluator, clock, trajectories, losses, cache=None, replay_size: int = 0) -> dict:
-    """replay_size: records of a Ray checkpoint still waiting to be trained on (none otherwise)."""
-    row = {
-        "step": learner.step,
-        "trajectories": trajectories,
-        "wall_s": round(clock.wall(), 3),
-        "loss": mean(losses),
-        "traj_per_s": clock.rate(trajectories),
-        "policy_lag_mean": 0.0,
-        "replay_size": replay_size,
-        "fraction_trained": 1.0,  # each batch is trained on as soon as it is scored
-    }
-    if cache is not None:
-        row.update({f"reward_cache_{k}": v for k, v in cache.stats().items()})
-    row.update(evaluator.sampled_metrics())
-    every = cfg.eval.every
-    if evaluator.exact and ((every and learner.step % every == 0) or learner.step == cfg.learner.steps):
-        row.update(evaluator.exact_metrics(learner.log_policy))
-    clock.restart(trajectories)  # after evaluation, so its time is left out of the next rate
-    return row

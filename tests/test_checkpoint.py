@@ -162,3 +162,16 @@ def test_the_manifest_records_the_runtime_that_wrote_it(tmp_path):
 
     written = checkpoint.save(tmp_path, 10, {"a.bin": b"a"}, runtime="serial")
     assert json.loads((Path(written) / checkpoint.MANIFEST).read_text())["runtime"] == "serial"
+
+
+def test_checkpoints_from_before_the_shared_layout_still_load(tmp_path):
+    from distgfn.runstate import RunState
+
+    evaluator = {"window": [1, 2]}
+    old_ray = {"driver.pt": checkpoint.state_to_bytes({"wall_s": 12.5, "evaluator": evaluator})}
+    old_serial = {"run.pt": checkpoint.state_to_bytes({"worker_rng": {"state": 7}, "trajectories": 320, "wall_s": 3.0,
+                                                       "metrics_step": 20, "evaluator": evaluator})}
+    assert RunState.from_files(old_ray) == RunState("ray", 12.5, 0, evaluator)
+    assert RunState.from_files(old_serial) == RunState("serial", 3.0, 320, evaluator, {"state": 7})
+    state = RunState("ray", 1.0, 5, evaluator)
+    assert RunState.from_files({"run.pt": state.to_bytes()}) == state

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from distgfn import driver
+from distgfn import driver, roles
 from distgfn.config import load_config
 from distgfn.messages import Published
 from distgfn.metrics import read_metrics
@@ -116,7 +116,7 @@ def test_actors_adopt_published_versions_and_stale_records_are_dropped(ray_clust
 
 def test_learner_asks_for_a_gpu_only_when_the_cluster_has_one(ray_cluster):
     assert ray_cluster.cluster_resources().get("GPU", 0) == 0
-    assert driver.learner_gpus(load_config(None)) == 0
+    assert roles.learner_gpus(load_config(None)) == 0
 
 
 def test_asking_for_more_cpus_than_the_cluster_has_is_a_clear_error(ray_cluster, tmp_path):
@@ -185,7 +185,7 @@ def test_a_reward_error_in_an_actor_reaches_the_driver_as_itself(ray_cluster):
         raise RewardError("reward is not finite for 1 of 16 objects; first: x=3,4 R=nan")
 
     with pytest.raises(RewardError, match="x=3,4 R=nan"):
-        driver.unwrap(bad_reward.remote())
+        roles.unwrap(bad_reward.remote())
 
 
 class Crash(Exception):
