@@ -26,6 +26,7 @@ class ReplayActor:
         self.rejected = 0
         self.changed = threading.Condition()
         self.newest = Published(-1, [None])
+        self.turns = Turns()
 
     def actor_id(self) -> str:
         """Ray's id of this actor, which a RayActorError about it carries."""
@@ -53,14 +54,23 @@ class ReplayActor:
                 errors.append(str(e))
         with self.changed:
             self.rejected += len(errors)
+            turn = self.turns.take() if records else None  # an empty insert only asks for weights
         taken = 0
 
         def insert_all() -> tuple[bool, bool]:
             nonlocal taken
+            if turn is not None and not self.turns.mine(turn):
+                return False, False
             taken = self.table.insert(records)
             return taken == len(records), taken > 0
 
-        self._until(insert_all, timeout_s)
+        try:
+            self._until(insert_all, timeout_s)
+        finally:
+            if turn is not None:
+                with self.changed:
+                    self.turns.done(turn)
+                    self.changed.notify_all()
         newest = self.newest if self.newest.version > held_version else None
         return InsertAck(taken, len(errors), errors[:3], newest)
 
@@ -109,4 +119,32 @@ class ReplayActor:
 
     def stats(self) -> dict:
         with self.changed:
-            return {**self.table.stats(), "rejected": self.rejected, "inserted_by": dict(self.table.inserted_by)}
+            return {**self.table.stats(), "rejected": self.rejected, "inserted_by": dict(self.table.inserted_by),
+                    "waiting_inserts": self.turns.waiting}
+
+
+class Turns:
+    """First come, first served among held inserts. An actor whose insert is held keeps its
+    place in line, so its batch never waits behind later ones: the policy lag of what the
+    learner trains on stays bounded by the back-pressure, whichever actor the wake-up favours."""
+
+    def __init__(self):
+        self.next = self.serving = 0
+        self.gone: set[int] = set()  # turns finished (served, or given up) out of order
+
+    def take(self) -> int:
+        self.next += 1
+        return self.next - 1
+
+    def mine(self, turn: int) -> bool:
+        return turn == self.serving
+
+    def done(self, turn: int) -> None:
+        self.gone.add(turn)
+        while self.serving in self.gone:
+            self.gone.remove(self.serving)
+            self.serving += 1
+
+    @property
+    def waiting(self) -> int:
+        return self.next - self.serving - len(self.gone)

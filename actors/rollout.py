@@ -119,7 +119,8 @@ class RolloutActor:
             ref = self.insert(records)
 
     def insert(self, records: list[bytes]):
-        return self.replay.insert.remote(records, timeout_s=1.0, held_version=self.worker.version)
+        # One long wait keeps this actor's place in the table's line of held inserts.
+        return self.replay.insert.remote(records, timeout_s=self.insert_timeout_s, held_version=self.worker.version)
 
     def adopt(self, published: Published | None) -> int:
         """Loads the weights if they are newer than the policy held; returns the version held."""

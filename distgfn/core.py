@@ -6,14 +6,18 @@ A task is an environment, a reward and a model; a run is rollout workers and a l
     task = tasks.build(cfg)                       # env, reward, model factory from the registry
     learner = Learner(cfg)                        # owns the model and the optimizer
     actor = RolloutWorker(cfg, seed=1)            # owns an env, a reward, a policy copy
+    table = ReplayTable(capacity=100_000, sampler="fifo")   # every record trained on at least once
     while learner.step < cfg.learner.steps:
         actor.set_weights(*learner.weights())     # VariableSource -> Actor
         rollout = actor.sample()                  # trajectories -> rewards -> batch
-        learner.update(rollout.batch)             # one objective step
+        table.insert([parse_record(r) for r in encode_records(rollout, "a.0")])  # msgpack records
+        learner.update(stack_batches([read_record(r.data) for r in table.sample(16)]))
 
-`distgfn.serial` runs exactly this loop in one process. The distributed runtime puts actors
-and the learner in separate processes and a replay table between them; the roles stay
-the same, only the transport changes.
+`distgfn.serial` runs this loop in one process. The Ray runtime (`distgfn.driver`) puts the
+actors (a `distgfn.fleet.Fleet`), the replay table and the learner in separate processes; the
+roles and the records stay the same, only the transport and the schedule change. What the
+roles say to each other is `distgfn.messages`; both runtimes make their metrics rows with
+`distgfn.rows` and their checkpoints with `distgfn.runstate`, so a run resumes in either.
 
 A config names each part of the task by a short built-in name (`distgfn.tasks.ENVS`,
 `REWARDS`, `MODELS`: one dict from name to import path) or by an import path

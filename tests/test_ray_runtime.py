@@ -66,6 +66,29 @@ def test_replay_actor_holds_back_inserts_when_samples_lag(ray_cluster):
     assert ray.get(pending, timeout=30).taken == 2
 
 
+def test_replay_actor_serves_held_inserts_first_come_first_served(ray_cluster):
+    import time
+
+    ray = ray_cluster
+    replay = make_replay(min_size=2, samples_per_insert=2.0, error_buffer=2.0, batch_size=1)
+    ray.get(replay.insert.remote(records(3), 0.05))
+
+    def wait_until_waiting(n: int) -> None:
+        deadline = time.monotonic() + 30
+        while ray.get(replay.stats.remote())["waiting_inserts"] != n:
+            assert time.monotonic() < deadline, f"{n} inserts were never held at once"
+
+    first = replay.insert.remote(records(2, start=10), 60.0)
+    wait_until_waiting(1)
+    second = replay.insert.remote(records(2, start=20), 60.0)
+    wait_until_waiting(2)
+    ray.get([replay.sample.remote(1, 1, None, 5.0) for _ in range(2)])  # room for one insert
+    assert ray.get(first, timeout=30).taken == 2, "the first held insert goes in first"
+    assert ray.get(replay.stats.remote())["waiting_inserts"] == 1
+    ray.get([replay.sample.remote(1, 1, None, 5.0) for _ in range(4)])
+    assert ray.get(second, timeout=30).taken == 2
+
+
 def test_replay_actor_rejects_corrupt_records_and_keeps_serving(ray_cluster):
     ray = ray_cluster
     replay = make_replay()
@@ -207,7 +230,7 @@ def test_a_run_that_dies_resumes_from_its_checkpoint_without_gaps_or_duplicates(
 
     step, files = checkpoint.load_latest(tmp_path / "checkpoints")
     # The learner keeps training while the driver asks for the snapshot, so it lands a little after 100.
-    assert 100 <= step <= 200 and set(files) == {"learner.pt", "replay.pt", "pending.msgpack", "driver.pt", "config.yaml"}
+    assert 100 <= step <= 200 and set(files) == {"learner.pt", "replay.pt", "pending.msgpack", "run.pt", "config.yaml"}
     driver.train(cfg, tmp_path, progress=quiet, resume=True)
     rows = read_metrics(tmp_path / "metrics.jsonl")
     assert [r["step"] for r in rows] == [50, 100, 150, 200]
