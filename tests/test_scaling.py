@@ -163,7 +163,8 @@ def test_an_oracle_that_goes_down_makes_the_run_wait_and_continue_when_it_return
     job.thread.start()
     deadline = time.monotonic() + 120
     while not any(job.loop.unavailable.values()):  # the actors' reports say the oracle is down
-        assert job.thread.is_alive() and time.monotonic() < deadline, "no actor reported the oracle down"
+        assert job.thread.is_alive(), f"the run ended while the oracle was down: {job.error!r}"
+        assert time.monotonic() < deadline, "no actor reported the oracle down"
         time.sleep(0.1)
     down_at = max(r["step"] for r in read_metrics(tmp_path / "metrics.jsonl"))
     servers.append(serve(QEDScorer(), port=port)[0])  # back on the same port
