@@ -25,6 +25,7 @@ from typing import Callable
 import ray
 
 from distgfn.messages import ActorReport
+from distgfn.roles import remote_cause
 
 RETRY_PAUSE_S = 0.5  # before calling an actor again that Ray is restarting
 
@@ -96,8 +97,7 @@ class Fleet:
         try:
             report = ray.get(ref)
         except ray.exceptions.RayTaskError as e:  # the call raised: about its work, not this actor
-            cause = e.cause if isinstance(getattr(e, "cause", None), Exception) else None
-            raise (cause or e) from None
+            raise remote_cause(e) from None
         except ray.exceptions.RayActorError as e:
             return None, self.died(name, e)
         member = self.members[name]

@@ -50,11 +50,17 @@ class Roles:
     learner: object
     cache: object | None  # CacheActor, when reward.cache_size > 0
     pool: RewardPool  # RewardActors (reward.mode pool; none otherwise)
-    ids: dict  # Ray's actor id (hex) of the replay table and the learner -> the role's name
+    # Each asked for its Ray actor id when it was made (not waited on: start-up goes on); a
+    # RayActorError about a role carries that id.
+    id_refs: list
 
     def role_of(self, error: ray.exceptions.RayActorError) -> str:
         """Which role a RayActorError is about, by the actor id it carries."""
-        return self.ids.get(error.actor_id, "learner or replay table")
+        try:
+            ids = ray.get(self.id_refs, timeout=10)
+        except ray.exceptions.RayError:  # a role that died before it answered
+            return "learner or replay table"
+        return dict(zip(ids, ["replay table", "learner"])).get(error.actor_id, "learner or replay table")
 
     def restore(self, files: dict[str, bytes]) -> tuple[int, int]:
         """Loads a checkpoint of either runtime into the replay table (with the records the
@@ -104,8 +110,8 @@ def create_roles(cfg: Config, actors: int, workers: int) -> Roles:
     ).remote(cfg, replay)
     size = cache_size(cfg)
     cache = CacheActor.options(runtime_env=WORKER_ENV).remote(size) if size else None
-    ids = dict(zip(ray.get([replay.actor_id.remote(), learner.actor_id.remote()]), ["replay table", "learner"]))
-    return Roles(replay, learner, cache, RewardPool(lambda: new_reward_worker(cfg), workers), ids)
+    id_refs = [replay.actor_id.remote(), learner.actor_id.remote()]
+    return Roles(replay, learner, cache, RewardPool(lambda: new_reward_worker(cfg), workers), id_refs)
 
 
 def new_reward_worker(cfg: Config):
@@ -167,5 +173,10 @@ def unwrap(ref, timeout: float | None = None):
     try:
         return ray.get(ref, timeout=timeout)
     except ray.exceptions.RayTaskError as e:
-        cause = e.cause if isinstance(getattr(e, "cause", None), Exception) else None
-        raise (cause or e) from None
+        raise remote_cause(e) from None
+
+
+def remote_cause(error: ray.exceptions.RayTaskError) -> Exception:
+    """The exception a remote call raised, as its own type (the RayTaskError if it has none)."""
+    cause = getattr(error, "cause", None)
+    return cause if isinstance(cause, Exception) else error
