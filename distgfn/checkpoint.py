@@ -188,8 +188,10 @@ def state_to_bytes(state: dict) -> bytes:
 
 
 def state_from_bytes(data: bytes) -> dict:
-    """The inverse of state_to_bytes; never unpickles arbitrary objects (weights_only)."""
-    return torch.load(io.BytesIO(data), weights_only=True)
+    """The inverse of state_to_bytes; never unpickles arbitrary objects (weights_only). Tensors
+    load on the CPU (load_state_dict moves them to the model's device), so a checkpoint a GPU
+    learner wrote resumes on a CPU-only host or runtime too."""
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
 def sha256(data: bytes) -> str:
