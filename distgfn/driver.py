@@ -29,7 +29,7 @@ from distgfn.messages import TrainStats
 from distgfn.metrics import MetricsLog, drop_rows_after, print_progress
 from distgfn.ray_metrics import RayMetrics
 from distgfn.roles import WORKER_ENV, RoleFailure, Roles, create_roles, new_actor, unwrap
-from distgfn.rows import Rows, crossed
+from distgfn.rows import Counts, Row, Rows, crossed
 from distgfn.runstate import RunState
 from distgfn.scaling import Scaling, cpus_needed, reward_workers
 from distgfn.rewards import RewardError, RewardServiceError
@@ -73,25 +73,19 @@ def connect(cfg: Config) -> bool:
 class ControlLoop:
     """One Ray run: starts the roles (again from a checkpoint when the learner or the replay
     table dies), keeps the learner's and the actors' calls in flight, and turns what they
-    report into metrics rows and checkpoints."""
+    report into metrics rows (RayRows) and checkpoints (RayCheckpoints)."""
 
     def __init__(self, cfg: Config, run_dir: Path, progress=print_progress):
-        self.cfg, self.run_dir, self.progress = cfg, run_dir, progress
+        self.cfg, self.run_dir = cfg, run_dir
         self.roles: Roles | None = None
-        self.log = MetricsLog(run_dir / "metrics.jsonl")
-        self.env = make_env(cfg)
-        self.evaluator = make_evaluator(cfg, self.env, run_dir)
-        self.rows = Rows(cfg, self.env, self.evaluator)
-        self.step = self.role_restarts = self.past_actor_failures = 0
         self.fleet: Fleet | None = None
-        self.checkpoints = RayCheckpoints(cfg, run_dir, self.rows, self.evaluator, self.log)
+        env = make_env(cfg)
+        self.evaluator = make_evaluator(cfg, env, run_dir)
+        self.reporting = RayRows(cfg, run_dir, env, self.evaluator, progress)
+        self.checkpoints = RayCheckpoints(cfg, run_dir, self.reporting.rows, self.evaluator, self.reporting.log)
         self.scaling = Scaling(cfg, run_dir)
-        self.first_step = 0
+        self.step = self.role_restarts = self.past_actor_failures = 0
         self.departed: dict[str, dict] = {}  # name -> lifetime totals of each actor scaled away
-
-    @property
-    def replay(self):
-        return self.roles.replay if self.roles else None
 
     @property
     def learner(self):
@@ -105,17 +99,11 @@ class ControlLoop:
     def num_actors(self) -> int:
         return self.fleet.target if self.fleet else self.scaling.actors
 
-    @property
-    def unavailable(self) -> dict[str, str | None]:
-        """Actor name -> why its reward service was down at its last report (None: it was up)."""
-        return self.fleet.unavailable() if self.fleet else {}
-
     def start(self, saved: tuple[int, dict] | None = None, resumed: bool = True) -> None:
         """Creates the roles, then continues from `saved` (step, files) when given."""
-        self.first_step = saved[0] if saved else 0
+        first_step = saved[0] if saved else 0
         self.roles = create_roles(self.cfg, self.num_actors, self.scaling.workers)
-        self.ray_metrics = RayMetrics(self.run_dir.resolve().name)
-        self.fleet = Fleet(lambda name, i: new_actor(self.cfg, self.roles, name, i, self.first_step),
+        self.fleet = Fleet(lambda name, i: new_actor(self.cfg, self.roles, name, i, first_step),
                            self.cfg.actors.max_restarts, self.cfg.actors.report_every_s,
                            on_restart=self.on_actor_restart, departed=self.departed)
         self.scaling.attach(self.fleet, self.roles.pool)
@@ -124,7 +112,7 @@ class ControlLoop:
         else:
             self.step = 0
             drop_rows_after(self.run_dir / "metrics.jsonl", 0)
-        self.rows.restart(self.step, ray.get(self.replay.stats.remote()))
+        self.reporting.rows.restart(self.step, ray.get(self.roles.replay.stats.remote()))
 
     def run_surviving_failures(self) -> None:
         """Runs to learner.steps; when the learner or the replay table dies, recreates every role
@@ -133,25 +121,10 @@ class ControlLoop:
             try:
                 return self.run()
             except RoleFailure as e:
-                self.recover(e)
-
-    def recover(self, error: RoleFailure) -> None:
-        self.role_restarts += 1
-        limit = self.cfg.fault_tolerance.max_restarts
-        try:
-            saved = checkpoint.load_latest(self.checkpoints.root)
-        except checkpoint.CheckpointError:
-            saved = None
-        at = f"the checkpoint at step {saved[0]}" if saved else "step 0 (no checkpoint yet)"
-        if self.role_restarts > limit:
-            raise RuntimeError(
-                f"{error}; that is {self.role_restarts} failures of the learner or the replay table, more than "
-                f"fault_tolerance.max_restarts={limit}. No new checkpoint could be taken without them; "
-                f"`distgfn train --resume {self.run_dir}` continues from {at}") from error
-        print(f"distgfn: {error}; recreating the learner, replay table and rollout actors from {at} "
-              f"(restart {self.role_restarts} of {limit})", file=sys.stderr)
-        self.kill_roles()
-        self.start(saved, resumed=False)
+                self.role_restarts += 1
+                saved = recovery_point(self.cfg, self.checkpoints.root, self.run_dir, e, self.role_restarts)
+                self.kill_roles()
+                self.start(saved, resumed=False)
 
     def run(self) -> None:
         # One learner call per metrics row: the driver's round trips stay off the learner's time.
@@ -171,8 +144,8 @@ class ControlLoop:
                 ready = self.wait_for(training[0])
                 if ready is None:
                     continue
-                if self.fleet.owns(ready):
-                    self.on_actor_call(ready)
+                if self.fleet.owns(ready):  # what an actor sampled goes to the evaluator and the row
+                    self.reporting.rows.observe(*self.fleet.take(ready), self.step)
                     continue
                 stats = unwrap(training.popleft())
                 if calls:
@@ -199,18 +172,29 @@ class ControlLoop:
         wait_s = min(self.cfg.ray.progress_timeout_s, retry_s if retry_s is not None else math.inf)
         ready, _ = ray.wait(self.fleet.refs() + [training], num_returns=1, timeout=wait_s)
         if not ready and retry_s is None:
-            raise TimeoutError(self.stalled_message())
+            replay = ray.get(self.roles.replay.stats.remote(), timeout=10)
+            raise TimeoutError(f"no batch sampled and no learner update for {self.cfg.ray.progress_timeout_s} s "
+                               f"(ray.progress_timeout_s) at step {self.step}; replay table: {replay}")
         return ready[0] if ready else None
-
-    def on_actor_call(self, ref) -> None:
-        """Takes an actor's report: what it sampled goes to the evaluator, the failure window
-        and the interval's figures. A call whose actor died is lost with its batches in
-        progress; the last one's records may or may not have reached the replay table."""
-        self.rows.observe(*self.fleet.take(ref), self.step)
 
     def on_actor_restart(self, actor) -> None:
         if self.cfg.reward.mode == "pool":  # Ray rebuilt it with the pool it was made with
             actor.set_reward_workers.remote(self.roles.pool.workers)
+
+    def on_update(self, stats: TrainStats) -> None:
+        """A learner call's statistics; a metrics row (and a checkpoint) when due."""
+        previous, self.step = self.step, stats.step
+        row = self.reporting.on_update(stats, previous, self.roles, self.counts)
+        if row is not None:
+            self.scaling.autoscale(row)
+            if crossed(previous, self.step, self.cfg.checkpoint.every):
+                self.checkpoints.save(self.roles)
+
+    def counts(self) -> Counts:
+        return Counts(self.checkpoints.trajectories_before, self.num_actors,
+                      self.past_actor_failures + self.fleet.failures, self.role_restarts,
+                      sum(why is not None for why in self.fleet.unavailable().values()),
+                      self.scaling.workers if self.cfg.reward.mode == "pool" else None)
 
     def finish_training_calls(self, training: deque) -> None:
         """Takes the learner calls that return now that it is stopping, so that a row due at a
@@ -223,10 +207,10 @@ class ControlLoop:
 
     def close(self) -> None:
         """Saves the model when the learner is alive, kills the roles, closes the metrics."""
-        if self.learner is not None:
-            self.save_model()
+        if self.roles is not None:
+            self.roles.save_model(self.run_dir / "model.pt")
         self.kill_roles()
-        self.log.close()
+        self.reporting.close()
         self.evaluator.close()
 
     def kill_roles(self) -> None:
@@ -237,53 +221,68 @@ class ControlLoop:
             self.fleet.kill()
         self.roles = self.fleet = None
 
-    def save_model(self) -> None:
-        """Saves the learner's model; a learner that cannot is reported, not allowed to hide
-        the error that ended the run."""
-        try:
-            self.learner.stop.remote()
-            ray.get(self.learner.save_model.remote(str(self.run_dir / "model.pt")), timeout=60)
-        except ray.exceptions.RayError as e:
-            print(f"distgfn: warning: the model could not be saved: {type(e).__name__}: {e}", file=sys.stderr)
-
     def scale(self, actors: int | None = None, reward_workers: int | None = None) -> dict:
         """Sets the number of rollout actors and (reward.mode pool) reward workers; see Scaling."""
         return self.scaling.scale(actors, reward_workers, self.step)
 
-    # ------------------------------------------------------------ metrics
 
-    def on_update(self, stats: TrainStats) -> None:
-        previous, self.step = self.step, stats.step
+def recovery_point(cfg: Config, root, run_dir: Path, error: RoleFailure, restarts: int) -> tuple[int, dict] | None:
+    """The checkpoint to recreate the roles from after `error` (None: from step 0), or the
+    error that ends the run when there were more than fault_tolerance.max_restarts."""
+    limit = cfg.fault_tolerance.max_restarts
+    try:
+        saved = checkpoint.load_latest(root)
+    except checkpoint.CheckpointError:
+        saved = None
+    at = f"the checkpoint at step {saved[0]}" if saved else "step 0 (no checkpoint yet)"
+    if restarts > limit:
+        raise RuntimeError(
+            f"{error}; that is {restarts} failures of the learner or the replay table, more than "
+            f"fault_tolerance.max_restarts={limit}. No new checkpoint could be taken without them; "
+            f"`distgfn train --resume {run_dir}` continues from {at}") from error
+    print(f"distgfn: {error}; recreating the learner, replay table and rollout actors from {at} "
+          f"(restart {restarts} of {limit})", file=sys.stderr)
+    return saved
+
+
+class RayRows:
+    """A Ray run's metrics rows: at each learner call that crosses log.every, a row from the
+    replay table's and the reward cache's figures and the run's counts, written to
+    metrics.jsonl, Ray metrics and the progress line."""
+
+    def __init__(self, cfg: Config, run_dir: Path, env, evaluator, progress):
+        self.cfg, self.evaluator, self.progress = cfg, evaluator, progress
+        self.rows = Rows(cfg, env, evaluator)
+        self.log = MetricsLog(run_dir / "metrics.jsonl")
+        self.ray_metrics = None  # made at the first row (after ray.init)
+        self.run_name = run_dir.resolve().name
+
+    def on_update(self, stats: TrainStats, previous: int, roles: Roles, counts) -> dict | None:
+        """Adds a learner call; returns the row written, if one was due. `counts()` gives the
+        run's Counts, without the trajectories of this replay table."""
         self.rows.add_update(stats)
-        last = self.step == self.cfg.learner.steps
-        if last or crossed(previous, self.step, self.cfg.log.every):
-            evaluate = last or crossed(previous, self.step, self.cfg.eval.every)
-            row = self.metrics_row(stats.published.weights if evaluate else None)
-            self.log.write(row)
-            self.ray_metrics.record(row)
-            self.progress(row, self.cfg.learner.steps)
-            self.scaling.autoscale(row)
-            if crossed(previous, self.step, self.cfg.checkpoint.every):
-                self.checkpoints.save(self.roles)
+        step, last = stats.step, stats.step == self.cfg.learner.steps
+        if not (last or crossed(previous, step, self.cfg.log.every)):
+            return None
+        evaluate = last or crossed(previous, step, self.cfg.eval.every)
+        row = self.make(step, roles, counts(), stats.published.weights if evaluate else None).to_dict()
+        self.log.write(row)
+        self.ray_metrics = self.ray_metrics or RayMetrics(self.run_name)
+        self.ray_metrics.record(row)
+        self.progress(row, self.cfg.learner.steps)
+        return row
 
-    def metrics_row(self, weights) -> dict:
+    def make(self, step: int, roles: Roles, counts: Counts, weights) -> Row:
         timeout = self.cfg.ray.progress_timeout_s
-        replay = ray.get(self.replay.stats.remote(), timeout=timeout)
-        counts = {"trajectories": self.checkpoints.trajectories_before + replay["inserted"], "actors": self.num_actors,
-                  "actor_failures": self.past_actor_failures + self.fleet.failures, "role_restarts": self.role_restarts,
-                  "reward_unavailable": sum(why is not None for why in self.unavailable.values())}
-        if self.cfg.reward.mode == "pool":
-            counts["reward_workers"] = self.scaling.workers
-        if self.roles.cache is not None:
-            cache = ray.get(self.roles.cache.stats.remote(), timeout=timeout)
-            counts.update({f"reward_cache_{k}": v for k, v in cache.items()})
+        replay = ray.get(roles.replay.stats.remote(), timeout=timeout)
+        counts.trajectories += replay["inserted"]
+        if roles.cache is not None:
+            counts.cache = ray.get(roles.cache.stats.remote(), timeout=timeout)
         log_policy = self.rows.policy(ray.get(weights[0])) if weights is not None and self.evaluator.exact else None
-        return self.rows.make(self.step, replay, counts, log_policy)
+        return self.rows.make(step, replay, counts, log_policy)
 
-    def stalled_message(self) -> str:
-        replay = ray.get(self.replay.stats.remote(), timeout=10)
-        return (f"no batch sampled and no learner update for {self.cfg.ray.progress_timeout_s} s "
-                f"(ray.progress_timeout_s) at step {self.step}; replay table: {replay}")
+    def close(self) -> None:
+        self.log.close()
 
 
 class RayCheckpoints:

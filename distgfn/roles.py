@@ -85,6 +85,15 @@ class Roles:
         cache = ray.get(self.cache.state.remote(), timeout=timeout_s) if self.cache is not None else None
         return Snapshot(snap["step"], snap["learner"], replay, inserted, snap["pending"], cache)
 
+    def save_model(self, path) -> None:
+        """Saves the learner's model; a learner that cannot is reported, not allowed to hide
+        the error that ended the run."""
+        try:
+            self.learner.stop.remote()
+            ray.get(self.learner.save_model.remote(str(path)), timeout=60)
+        except ray.exceptions.RayError as e:
+            print(f"distgfn: warning: the model could not be saved: {type(e).__name__}: {e}", file=sys.stderr)
+
     def kill(self) -> None:
         for handle in [self.replay, self.learner, self.cache, *self.pool.handles()]:
             if handle is not None:

@@ -3,15 +3,20 @@
     rows = Rows(cfg, env, evaluator)
     rows.observe(report, lost, step)        # each rollout actor's report (None: its actor died)
     rows.add_update(stats)                  # each learner call (or update)
-    row = rows.make(step, replay_stats, counts, log_policy)   # a metrics.jsonl row, then a new interval
+    row = rows.make(step, replay_stats, Counts(...), log_policy)   # a Row, then a new interval
+    log.write(row.to_dict())                # one metrics.jsonl line
 
-Both runtimes make their rows here, so they write the same keys (docs/metrics.md).
+Both runtimes make their rows here, so they write the same keys (docs/metrics.md). `Row` is
+the one definition of the keys; the Ray metrics exported (distgfn.ray_metrics) are its fields
+marked with a gauge description.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
+from dataclasses import dataclass, field
 
 from distgfn.config import Config
 from distgfn.learning import policy_log_probs
@@ -20,6 +25,72 @@ from distgfn.metrics import mean
 from distgfn.models import set_weights
 from distgfn.rewards import FailureWindow, report_failures
 from distgfn.tasks import make_model
+
+
+@dataclass
+class Counts:
+    """The run's totals at a row, from the Ray driver or the serial run."""
+
+    trajectories: int  # scored so far
+    actors: int
+    actor_failures: int = 0
+    role_restarts: int = 0
+    reward_unavailable: int = 0  # actors whose reward service was down at their last report
+    reward_workers: int | None = None  # reward.mode pool
+    cache: dict | None = None  # the reward cache's hits, misses and size, when the run has one
+
+
+def gauge(text: str):
+    """A row field also exported as a Ray metric (a gauge) described by `text`."""
+    return field(metadata={"gauge": text})
+
+
+@dataclass(kw_only=True)
+class Row:
+    """One metrics.jsonl row; docs/metrics.md says what each key means."""
+
+    step: int = gauge("learner updates so far")
+    trajectories: int = gauge("trajectories inserted in the replay table so far")
+    wall_s: float
+    lost_actor_calls: int = 0
+    actors: int = gauge("rollout actors")
+    actor_failures: int = 0
+    role_restarts: int = 0
+    reward_unavailable: int = gauge("rollout actors waiting for a reward service that is down")
+    reward_workers: int | None = None
+    cache: dict | None = None  # written as reward_cache_hits, reward_cache_misses, reward_cache_size
+    loss: float | None = gauge("training loss")
+    traj_per_s: float = gauge("trajectories sampled per second")
+    policy_lag_min: int | None = None
+    policy_lag_mean: float | None = gauge("mean policy versions between sampling and training")
+    policy_lag_max: int | None = None
+    replay_size: int = gauge("records in the replay table")
+    updates_per_s: float = gauge("learner updates per second")
+    batch_mean: float | None = None
+    inserts_per_s: float
+    samples_per_insert: float | None
+    dropped_stale: int
+    fraction_trained: float = gauge("records trained on at least once / records inserted")
+    actor_held_frac: float = gauge("fraction of the actors' time held by back-pressure")
+    reward_latency_ms: float | None = gauge("mean reward call time, ms")
+    reward_time_frac: float | None
+    record_bytes_mean: float | None
+    learner_wait_frac: float = gauge("fraction of time the learner waited for records")
+    evaluation: dict = field(default_factory=dict)  # the evaluator's figures (l1_exact, modes...), by env
+
+    def to_dict(self) -> dict:
+        """The JSON line: the fields in order, the cache's figures and the evaluation's inline,
+        reward_workers only in reward.mode pool."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("cache", "evaluation")}
+        if self.reward_workers is None:
+            del out["reward_workers"]
+        out.update({f"reward_cache_{k}": v for k, v in (self.cache or {}).items()})
+        out.update(self.evaluation)
+        return out
+
+
+# Row fields exported as Ray metrics: name -> description.
+GAUGES = {f.name: f.metadata["gauge"] for f in dataclasses.fields(Row) if "gauge" in f.metadata}
 
 
 class Rows:
@@ -58,17 +129,15 @@ class Rows:
         set_weights(self.eval_model, weights)
         return lambda states: policy_log_probs(self.eval_model, self.env, states)
 
-    def make(self, step: int, replay: dict, counts: dict, log_policy=None) -> dict:
-        """The row at `step`: `counts` (trajectories, actors, failures...) first, then the
-        interval's rates, the evaluator's figures, and l1_exact and the like when `log_policy`
-        (states -> log pi(a|s)) is given. The next interval starts after the evaluation, so its
-        rates leave the evaluation's time out."""
-        row = {"step": step, "trajectories": counts.pop("trajectories"), "wall_s": round(self.wall_s(), 3),
-               "lost_actor_calls": self.interval.lost_calls, **counts}
-        row.update(self.interval.summary(replay, counts["actors"]))
-        row.update(self.evaluator.sampled_metrics())
+    def make(self, step: int, replay: dict, counts: Counts, log_policy=None) -> Row:
+        """The row at `step`: the run's counts, the interval's rates, the evaluator's figures,
+        and l1_exact and the like when `log_policy` (states -> log pi(a|s)) is given. The next
+        interval starts after the evaluation, so its rates leave the evaluation's time out."""
+        evaluation = self.evaluator.sampled_metrics()
         if log_policy is not None and self.evaluator.exact:
-            row.update(self.evaluator.exact_metrics(log_policy))
+            evaluation.update(self.evaluator.exact_metrics(log_policy))
+        row = Row(step=step, wall_s=round(self.wall_s(), 3), lost_actor_calls=self.interval.lost_calls,
+                  **dataclasses.asdict(counts), **self.interval.summary(replay, counts.actors), evaluation=evaluation)
         self.restart(step, replay)
         return row
 

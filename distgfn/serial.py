@@ -31,7 +31,7 @@ from distgfn.replay import ReplayTable, parse_record
 from distgfn.rewards import RewardError, RewardServiceError
 from distgfn.rewards.cache import RewardCache
 from distgfn.rollout import RolloutWorker, encode_records
-from distgfn.rows import Rows, crossed
+from distgfn.rows import Counts, Rows, crossed
 from distgfn.runstate import RunState
 from distgfn.signals import deferred_stops, stop_requested
 
@@ -96,7 +96,8 @@ class SerialRun:
             step, last = self.learner.step, self.learner.step == cfg.learner.steps
             if last or crossed(previous, step, cfg.log.every):
                 evaluate = last or crossed(previous, step, cfg.eval.every)
-                row = self.rows.make(step, self.table.stats(), self.counts(), self.learner.log_policy if evaluate else None)
+                row = self.rows.make(step, self.table.stats(), self.counts(),
+                                     self.learner.log_policy if evaluate else None).to_dict()
                 self.log.write(row)
                 progress(row, cfg.learner.steps)
                 if crossed(previous, step, cfg.checkpoint.every):
@@ -126,12 +127,9 @@ class SerialRun:
         return TrainStats(self.learner.step, 1, len(records), loss, min(lags), float(np.mean(lags)), max(lags),
                           0.0, time.perf_counter() - start)
 
-    def counts(self) -> dict:
-        counts = {"trajectories": self.trajectories, "actors": 1, "actor_failures": 0, "role_restarts": 0,
-                  "reward_unavailable": int(self.worker.unavailable is not None)}
-        if self.cache is not None:
-            counts.update({f"reward_cache_{k}": v for k, v in self.cache.stats().items()})
-        return counts
+    def counts(self) -> Counts:
+        return Counts(self.trajectories, actors=1, reward_unavailable=int(self.worker.unavailable is not None),
+                      cache=self.cache.stats() if self.cache is not None else None)
 
     def finish(self) -> None:
         """The last checkpoint, and the model."""

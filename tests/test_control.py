@@ -63,4 +63,4 @@ def test_a_resumed_run_does_not_apply_a_request_made_to_its_earlier_process(run_
     try:
         assert loop.scaling.last_request_id == request_id and loop.num_actors == 2
     finally:
-        loop.log.close()
+        loop.reporting.close()

@@ -145,3 +145,24 @@ def test_tensorboard_drops_the_rows_a_resumed_run_redoes(tmp_path):
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
     assert [(e.step, e.value) for e in events.Scalars("loss")] == [(50, 50.0), (100, 100.0), (150, -1.0)]
+
+
+def test_a_metrics_row_is_one_typed_definition_that_both_runtimes_write(finished_run):
+    """Row is the one definition of the keys: a serial run's lines hold exactly its fields (the
+    cache's and the evaluation's inline), a misspelt key is refused, and the Ray gauges are
+    Row fields."""
+    import dataclasses
+
+    from distgfn.ray_metrics import GAUGES
+    from distgfn.rows import Counts, Row
+
+    row = read_metrics(finished_run / "metrics.jsonl")[-1]
+    fixed = [f.name for f in dataclasses.fields(Row) if f.name not in ("cache", "evaluation", "reward_workers")]
+    assert list(row)[: len(fixed)] == fixed
+    assert set(row) - set(fixed) == {"l1_exact", "l1_empirical", "modes_found", "modes_total", "reward_failures"}
+    with pytest.raises(TypeError, match="traj_per_sec"):
+        Row(**{k: row[k] for k in fixed if k != "traj_per_s"}, traj_per_sec=1.0)
+    assert set(GAUGES) - {f.name for f in dataclasses.fields(Row)} == {"reward_failures"}
+    line = Row(**{k: row[k] for k in fixed}, cache={"hits": 3}, reward_workers=2).to_dict()
+    assert line["reward_cache_hits"] == 3 and line["reward_workers"] == 2
+    assert Counts(5, actors=1).cache is None
