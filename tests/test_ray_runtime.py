@@ -325,7 +325,7 @@ def test_a_dead_learner_or_replay_table_is_recreated_from_the_last_checkpoint(ra
 
     def kill_at_150(row, total):
         if row["step"] == 150 and not killed:
-            killed.append(getattr(loop, role))
+            killed.append(getattr(loop.roles, role))
             ray.kill(killed[0])
 
     loop = driver.ControlLoop(cfg, tmp_path, progress=kill_at_150)

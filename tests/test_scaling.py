@@ -162,7 +162,7 @@ def test_an_oracle_that_goes_down_makes_the_run_wait_and_continue_when_it_return
     job = Background(cfg, tmp_path, progress=stop_oracle_at_10)
     job.thread.start()
     deadline = time.monotonic() + 120
-    while not any(job.loop.fleet.unavailable().values()):  # the actors' reports say the oracle is down
+    while not (job.loop.fleet and any(job.loop.fleet.unavailable().values())):  # actors report the oracle down
         assert job.thread.is_alive(), f"the run ended while the oracle was down: {job.error!r}"
         assert time.monotonic() < deadline, "no actor reported the oracle down"
         time.sleep(0.1)
