@@ -96,8 +96,9 @@ def check_checkpoints(cfg: Config, run_dir: str) -> str:
         store = checkpoint.store_for(root)
         store.write(f"{probe}/probe", b"ok")
         read_back = store.read(f"{probe}/probe")
-        store.remove(probe)
-        store.dirs()
+        store.delete(f"{probe}/probe")
+        store.tidy(probe)
+        store.files()
     except Exception as e:  # a filesystem, permission or credentials error, whichever store it is
         raise CheckError(f"checkpoint.path {root}: cannot write and read it back: {type(e).__name__}: {e}") from None
     if read_back != b"ok":

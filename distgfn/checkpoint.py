@@ -1,18 +1,28 @@
-"""Checkpoint storage: one directory per checkpoint, written whole or not at all.
+"""Checkpoint storage: one directory per checkpoint, and its manifest, written last, is the commit.
 
     root/step-000000000500/
         learner.pt        any number of named files (bytes)
         replay.pt
-        MANIFEST.json     {"step": 500, "runtime": "ray", "files": {name: sha256}}, written last
+        MANIFEST.json     {"step": 500, "runtime": "ray", "files": {name: sha256}}
 
-The root is a local or shared directory (NFS on a cluster) or a URI that `pyarrow.fs`
-understands (`s3://bucket/run`, `gs://...`, `file:///...`), as Ray's own `storage_path` is.
-A checkpoint is written into a hidden temporary directory, its manifest last, then renamed
-into place; on a local disk every file is fsynced first. `load_latest` returns the newest
-checkpoint whose manifest exists and whose files match their checksums; a torn one (no
-manifest) or a corrupted one is skipped with a warning that names it, and the one before is
-used. (On object stores a rename is a copy: a move cut short leaves a directory that fails
-verification and is skipped the same way.)
+The root is a local or shared directory (NFS on a cluster) or a URI that `pyarrow.fs` opens
+(`s3://bucket/run?endpoint_override=HOST:PORT&scheme=http&region=R`,
+`gs://bucket/run?endpoint_override=HOST:PORT&scheme=http&anonymous=true`, `file:///...`).
+Object stores have no directory and no rename, so nothing is moved: a save
+
+1. writes the files into the checkpoint's own directory (a second save at a step that already
+   has a complete checkpoint goes to `step-000000000500.1`: a committed one is never touched);
+2. writes MANIFEST.json last, the commit (one object PUT; on a local disk a temporary file,
+   fsynced and renamed within the directory, after every file was fsynced);
+3. reads the checkpoint back and verifies every checksum;
+4. only then deletes what is older: complete checkpoints beyond the newest `keep`, and
+   abandoned partial writes (directories without a manifest, from a writer that was killed).
+   A checkpoint is deleted manifest first, so one cut short is torn, never half valid.
+
+`load_latest` returns the newest checkpoint whose manifest is valid (every field typed and
+bounded, every file name confined to its directory) and whose files match their checksums; a
+torn, tampered or corrupted one is skipped with a warning that names it and why, and the one
+before is used.
 
 Both runtimes checkpoint through this module (distgfn.serial, distgfn.driver).
 """
@@ -23,13 +33,21 @@ import hashlib
 import io
 import json
 import os
-import shutil
+import re
 import warnings
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import torch
 
 MANIFEST = "MANIFEST.json"
+NAME = re.compile(r"step-(\d{12})(?:\.(\d{1,6}))?")  # a checkpoint's directory
+FILE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")  # a file in it: no path, no "..", no hidden file
+DIGEST = re.compile(r"[0-9a-f]{64}")
+MAX_FILES = 64
+MAX_STEP = 10**12 - 1
+MAX_MANIFEST_BYTES = 1 << 20
+RUNTIMES = (None, "ray", "serial")
 
 
 class CheckpointError(RuntimeError):
@@ -46,7 +64,7 @@ def is_uri(root) -> bool:
 
 
 class LocalStore:
-    """A local or mounted directory; files and directories are fsynced before the rename."""
+    """A local or mounted directory; every file is fsynced, the manifest renamed into place."""
 
     def __init__(self, root):
         self.root = Path(root)
@@ -59,60 +77,120 @@ class LocalStore:
             f.flush()
             os.fsync(f.fileno())
 
+    def commit(self, rel: str, data: bytes) -> None:
+        """Writes `rel` atomically: whole or absent, and durable with everything before it."""
+        path = self.root / rel
+        aside = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        self.write(str(aside.relative_to(self.root)), data)
+        os.replace(aside, path)
+        sync_dir(path.parent)
+
     def read(self, rel: str) -> bytes:
         return (self.root / rel).read_bytes()
 
     def exists(self, rel: str) -> bool:
-        return (self.root / rel).exists()
+        return (self.root / rel).is_file()
 
-    def dirs(self) -> list[str]:
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else []
+    def files(self) -> list[str]:
+        """Every file under the root, as paths relative to it."""
+        if not self.root.is_dir():
+            return []
+        return [str(p.relative_to(self.root)) for p in self.root.rglob("*") if p.is_file()]
 
-    def remove(self, rel: str) -> None:
-        shutil.rmtree(self.root / rel, ignore_errors=True)
+    def delete(self, rel: str) -> None:
+        (self.root / rel).unlink(missing_ok=True)
 
-    def commit(self, tmp: str, final: str) -> None:
-        sync_dir(self.root / tmp)
-        self.remove(final)
-        os.replace(self.root / tmp, self.root / final)
-        sync_dir(self.root)
+    def tidy(self, directory: str) -> None:
+        """Removes a directory left empty by deletes."""
+        path = self.root / directory
+        for sub in [*sorted(path.rglob("*"), reverse=True), path] if path.is_dir() else []:
+            if sub.is_dir():
+                try:
+                    sub.rmdir()
+                except OSError:  # not empty: a file someone else wrote stays
+                    pass
 
 
 class ArrowStore:
-    """Any filesystem pyarrow.fs opens from a URI (S3, GCS, HDFS, file://)."""
+    """Any filesystem pyarrow.fs opens from a URI (S3, GCS, HDFS, file://), used as an object
+    store: files are written, read, listed and deleted one by one; no directory is renamed or
+    deleted as a whole (S3 and GCS have none)."""
 
     def __init__(self, uri: str):
-        import pyarrow.fs
-
-        self.fs, self.root = pyarrow.fs.FileSystem.from_uri(uri)
-        self.file_type = pyarrow.fs.FileType
+        self.fs, self.root = open_filesystem(uri)
+        self.object_store = self.fs.type_name in ("s3", "gcs")
 
     def write(self, rel: str, data: bytes) -> None:
         path = f"{self.root}/{rel}"
-        self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        if not self.object_store:  # an object needs no parent; a marker object would only be clutter
+            self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
         with self.fs.open_output_stream(path) as f:
             f.write(data)
+
+    def commit(self, rel: str, data: bytes) -> None:
+        self.write(rel, data)  # one PUT: the object appears whole or not at all
 
     def read(self, rel: str) -> bytes:
         with self.fs.open_input_stream(f"{self.root}/{rel}") as f:
             return f.read()
 
     def exists(self, rel: str) -> bool:
-        return self.fs.get_file_info(f"{self.root}/{rel}").type != self.file_type.NotFound
-
-    def dirs(self) -> list[str]:
         import pyarrow.fs
 
-        selector = pyarrow.fs.FileSelector(self.root, allow_not_found=True)
-        return sorted(i.base_name for i in self.fs.get_file_info(selector) if i.type == self.file_type.Directory)
+        return self.fs.get_file_info(f"{self.root}/{rel}").type == pyarrow.fs.FileType.File
 
-    def remove(self, rel: str) -> None:
-        if self.exists(rel):
-            self.fs.delete_dir(f"{self.root}/{rel}")
+    def files(self) -> list[str]:
+        import pyarrow.fs
 
-    def commit(self, tmp: str, final: str) -> None:
-        self.remove(final)
-        self.fs.move(f"{self.root}/{tmp}", f"{self.root}/{final}")
+        selector = pyarrow.fs.FileSelector(self.root, recursive=True, allow_not_found=True)
+        prefix = len(self.root.rstrip("/")) + 1
+        return [i.path[prefix:] for i in self.fs.get_file_info(selector) if i.type == pyarrow.fs.FileType.File]
+
+    def delete(self, rel: str) -> None:
+        try:
+            self.fs.delete_file(f"{self.root}/{rel}")
+        except FileNotFoundError:
+            pass
+
+    def tidy(self, directory: str) -> None:
+        """Removes what may stand for an emptied directory (a marker object on S3; on GCS,
+        where there is none, deleting one answers 404: ignored)."""
+        import pyarrow.fs
+
+        path = f"{self.root}/{directory}"
+        if self.fs.get_file_info(path).type == pyarrow.fs.FileType.Directory:
+            try:
+                self.fs.delete_dir(path)
+            except OSError:
+                pass
+
+
+GCS_OPTIONS = {"endpoint_override": str, "scheme": str, "project_id": str, "default_bucket_location": str,
+               "anonymous": lambda v: v.lower() in ("1", "true", "yes"),
+               "retry_limit_seconds": float}
+
+
+def open_filesystem(uri: str):
+    """(pyarrow filesystem, root path) for a URI. gs:// URIs are parsed here, so that they take
+    `anonymous=true` (an emulator; pyarrow's own parser refuses it) besides its options."""
+    import pyarrow.fs
+
+    parts = urlsplit(uri)
+    if parts.scheme not in ("gs", "gcs"):
+        try:
+            return pyarrow.fs.FileSystem.from_uri(uri)
+        except (ValueError, OSError) as e:
+            raise CheckpointError(f"checkpoint.path {uri}: {e}") from None
+    options = {}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key not in GCS_OPTIONS:
+            raise CheckpointError(f"checkpoint.path {uri}: unknown option {key!r} (known: {', '.join(GCS_OPTIONS)})")
+        options[key] = GCS_OPTIONS[key](value)
+    if "retry_limit_seconds" in options:
+        import datetime
+
+        options["retry_time_limit"] = datetime.timedelta(seconds=options.pop("retry_limit_seconds"))
+    return pyarrow.fs.GcsFileSystem(**options), f"{parts.netloc}{parts.path}".rstrip("/")
 
 
 def store_for(root) -> LocalStore | ArrowStore:
@@ -120,30 +198,83 @@ def store_for(root) -> LocalStore | ArrowStore:
 
 
 def save(root, step: int, files: dict[str, bytes], keep: int = 3, runtime: str | None = None) -> str:
-    """Writes a complete checkpoint for `step`, keeps the newest `keep` complete ones, and
-    returns where it went. The manifest records the runtime that wrote it."""
+    """Writes a checkpoint for `step`, verifies it, then keeps the newest `keep` complete ones
+    and removes abandoned partial writes; returns where it went."""
+    if not 0 <= step <= MAX_STEP or not all(FILE.fullmatch(name) and name != MANIFEST for name in files):
+        raise ValueError(f"bad checkpoint step {step} or file names {sorted(files)}")
     store = store_for(root)
-    final, tmp = f"step-{step:012d}", f".tmp-step-{step:012d}-{os.getpid()}"
-    store.remove(tmp)
-    for name, data in files.items():
-        store.write(f"{tmp}/{name}", data)
-    manifest = {"step": step, "runtime": runtime, "files": {name: sha256(data) for name, data in files.items()}}
-    store.write(f"{tmp}/{MANIFEST}", json.dumps(manifest, indent=1).encode())
-    store.commit(tmp, final)
-    for name in complete_checkpoints(root)[:-keep] if keep > 0 else []:
-        store.remove(name)
-    return f"{str(root).rstrip('/')}/{final}"
+    listing = checkpoints(store)
+    name = free_name(step, listing)
+    for rel in listing.get(name, []):  # a write of this name that was cut short: start afresh
+        store.delete(rel)
+    for file, data in files.items():
+        store.write(f"{name}/{file}", data)
+    manifest = {"step": step, "runtime": runtime, "files": {file: sha256(data) for file, data in files.items()}}
+    store.commit(f"{name}/{MANIFEST}", json.dumps(manifest, indent=1).encode())
+    read(store, name)  # the commit is verified before anything older is deleted
+    prune(store, name, keep)
+    return where(root, name)
+
+
+def where(root, name: str) -> str:
+    """Checkpoint `name` under root, for messages (a URI's options left out)."""
+    return f"{str(root).split('?')[0].rstrip('/')}/{name}"
+
+
+def free_name(step: int, listing: dict[str, list[str]]) -> str:
+    """`step-<step>`, or `step-<step>.<k>` when complete checkpoints hold the names before."""
+    base = f"step-{step:012d}"
+    taken = {name for name, rels in listing.items() if f"{name}/{MANIFEST}" in rels}
+    k = 0
+    while (f"{base}.{k}" if k else base) in taken:
+        k += 1
+    return f"{base}.{k}" if k else base
+
+
+def prune(store, newest: str, keep: int) -> None:
+    """Deletes complete checkpoints older than the newest `keep`, and directories without a
+    manifest older than `newest` (partial writes whose writer is gone)."""
+    listing = checkpoints(store)
+    complete = sorted((n for n, rels in listing.items() if f"{n}/{MANIFEST}" in rels), key=order)
+    doomed = set(complete[:-keep] if keep > 0 else [])
+    doomed |= {n for n, rels in listing.items() if f"{n}/{MANIFEST}" not in rels and order(n) < order(newest)}
+    for name in sorted(doomed | leftovers(store)):
+        rels = listing.get(name) or [r for r in store.files() if r.startswith(f"{name}/")]
+        for rel in sorted(rels, key=lambda r: not r.endswith(f"/{MANIFEST}")):  # the manifest first
+            store.delete(rel)
+        store.tidy(name)
+
+
+def leftovers(store) -> set[str]:
+    """Temporary directories of the rename-based layout before this one."""
+    return {rel.split("/", 1)[0] for rel in store.files() if rel.startswith(".tmp-step-")}
+
+
+def checkpoints(store) -> dict[str, list[str]]:
+    """Checkpoint directory name -> the files under it (relative to the root)."""
+    out: dict[str, list[str]] = {}
+    for rel in store.files():
+        top = rel.split("/", 1)[0]
+        if "/" in rel and NAME.fullmatch(top):
+            out.setdefault(top, []).append(rel)
+    return out
+
+
+def order(name: str) -> tuple[int, int]:
+    """Sort key of a checkpoint name: (step, k) for step-<step>[.<k>]."""
+    m = NAME.fullmatch(name)
+    return int(m.group(1)), int(m.group(2) or 0)
 
 
 def load_latest(root) -> tuple[int, dict[str, bytes]]:
     """(step, files) of the newest usable checkpoint under root."""
     store = store_for(root)
     problems = []
-    for name in sorted((d for d in store.dirs() if d.startswith("step-")), reverse=True):
+    for name in sorted(checkpoints(store), key=order, reverse=True):
         try:
             return read(store, name)
         except CheckpointError as e:
-            warnings.warn(f"skipping checkpoint {str(root).rstrip('/')}/{name}: {e}", stacklevel=2)
+            warnings.warn(f"skipping checkpoint {where(root, name)}: {e}", stacklevel=2)
             problems.append(f"{name}: {e}")
     detail = "; ".join(problems) if problems else "none found"
     raise CheckpointError(f"no usable checkpoint in {root} ({detail})")
@@ -154,11 +285,12 @@ def read(store, name: str) -> tuple[int, dict[str, bytes]]:
     if not store.exists(f"{name}/{MANIFEST}"):
         raise CheckpointError(f"torn: no {MANIFEST} (the write did not finish)")
     try:
-        manifest = json.loads(store.read(f"{name}/{MANIFEST}"))
-    except (OSError, ValueError) as e:
+        data = store.read(f"{name}/{MANIFEST}")
+    except OSError as e:
         raise CheckpointError(f"unreadable {MANIFEST}: {e}") from None
+    step, manifest = checked_manifest(data, order(name)[0])
     files = {}
-    for file, digest in manifest["files"].items():
+    for file, digest in manifest.items():
         try:
             data = store.read(f"{name}/{file}")
         except OSError as e:
@@ -166,18 +298,44 @@ def read(store, name: str) -> tuple[int, dict[str, bytes]]:
         if sha256(data) != digest:
             raise CheckpointError(f"{file} is corrupted (sha256 mismatch)")
         files[file] = data
-    return int(manifest["step"]), files
+    return step, files
+
+
+def checked_manifest(data: bytes, step_named: int) -> tuple[int, dict[str, str]]:
+    """(step, {file: sha256}) of a manifest whose every field is typed and bounded and whose
+    file names stay inside the checkpoint; CheckpointError naming the first problem otherwise."""
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise CheckpointError(f"{MANIFEST} is {len(data)} bytes, more than {MAX_MANIFEST_BYTES}")
+    try:
+        manifest = json.loads(data)
+    except ValueError as e:
+        raise CheckpointError(f"{MANIFEST} is not JSON: {e}") from None
+    if not isinstance(manifest, dict):
+        raise CheckpointError(f"{MANIFEST} is a JSON {type(manifest).__name__}, not an object")
+    step, files = manifest.get("step"), manifest.get("files")
+    if type(step) is not int or step != step_named:
+        raise CheckpointError(f"{MANIFEST}: step {step!r} is not the step {step_named} the directory is named for")
+    if manifest.get("runtime") not in RUNTIMES:
+        raise CheckpointError(f"{MANIFEST}: runtime {manifest.get('runtime')!r} is none of ray, serial")
+    if not isinstance(files, dict) or not 0 < len(files) <= MAX_FILES:
+        raise CheckpointError(f"{MANIFEST}: files must be an object of 1 to {MAX_FILES} names")
+    for file, digest in files.items():
+        if not FILE.fullmatch(file) or file == MANIFEST:
+            raise CheckpointError(f"{MANIFEST}: file name {file[:120]!r} is not a plain name inside the checkpoint")
+        if not isinstance(digest, str) or not DIGEST.fullmatch(digest):
+            raise CheckpointError(f"{MANIFEST}: the checksum of {file} is not a sha256 hex digest")
+    return step, files
 
 
 def step_of(name: str) -> int:
     """The step a checkpoint directory is named for ("step-000000000500" -> 500)."""
-    return int(name.removeprefix("step-"))
+    return order(name)[0]
 
 
 def complete_checkpoints(root) -> list[str]:
     """Names of the checkpoints under root that have a manifest, oldest first."""
-    store = store_for(root)
-    return [d for d in store.dirs() if d.startswith("step-") and store.exists(f"{d}/{MANIFEST}")]
+    listing = checkpoints(store_for(root))
+    return sorted((n for n, rels in listing.items() if f"{n}/{MANIFEST}" in rels), key=order)
 
 
 def state_to_bytes(state: dict) -> bytes:

@@ -37,3 +37,43 @@ def ray_cluster():
              runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3_root():
+    """A real S3-compatible server (moto's) on loopback with one bucket; yields the checkpoint
+    URI prefix of a fresh path per use (s3://bucket/<name>?endpoint_override=...)."""
+    import logging
+
+    import pyarrow.fs
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per request
+
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")  # moto takes any credentials
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    options = f"endpoint_override={host}:{port}&scheme=http&region=us-east-1"
+    pyarrow.fs.S3FileSystem(endpoint_override=f"{host}:{port}", scheme="http", region="us-east-1",
+                            allow_bucket_creation=True).create_dir("bucket")
+    yield lambda name: f"s3://bucket/{name}?{options}"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def gcs_root():
+    """The GCS emulator (gcp-storage-emulator) on loopback with one bucket; yields the URI of a
+    fresh path per use (gs://bucket/<name>?endpoint_override=...&anonymous=true)."""
+    import socket
+
+    from gcp_storage_emulator.server import create_server
+
+    with socket.socket() as probe:  # a free port (the emulator does not report the one it got)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = create_server("127.0.0.1", port, in_memory=True, default_bucket="bucket")
+    server.start()  # returns once it listens
+    yield lambda name: f"gs://bucket/{name}?endpoint_override=127.0.0.1:{port}&scheme=http&anonymous=true"
+    server.stop()
