@@ -21,7 +21,10 @@ from distgfn.wire import WireError
 
 @ray.remote(num_cpus=0, max_concurrency=256)
 class ReplayActor:
-    def __init__(self, **table_settings):
+    def __init__(self, spec=None, **table_settings):
+        """`spec` (distgfn.batch.RecordSpec): what every record must hold; a record that breaks
+        it is rejected at insert and counted, so the learner never sees it."""
+        self.spec = spec
         self.table = ReplayTable(**table_settings)
         self.rejected = 0
         self.changed = threading.Condition()
@@ -49,7 +52,7 @@ class ReplayActor:
         records, errors = [], []
         for blob in blobs:
             try:
-                records.append(parse_record(blob))
+                records.append(parse_record(blob, self.spec))
             except WireError as e:
                 errors.append(str(e))
         with self.changed:

@@ -26,6 +26,8 @@ and parents overlap heavily, so this halves the learner's work on HyperGrid), an
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -180,6 +182,77 @@ def write_record(record_id: str, version: int, log_reward: float, part: dict[str
 def read_record(blob: bytes) -> dict[str, np.ndarray]:
     """The one-trajectory batch of a record from write_record."""
     return unpack_record(wire.decode(wire.decode(blob)["batch"]))
+
+
+@dataclass(frozen=True)
+class RecordSpec:
+    """What every record of a run holds (its env and objective decide): checked whole at
+    insert, so the learner never sees a malformed record."""
+
+    n_actions: int
+    feat_shape: tuple  # of one featurized state (integers, narrowed on the wire by pack_record)
+    masks: bool  # the env's masks do not follow from the features
+    log_pb: bool  # the env has a backward policy
+    parents: bool  # the objective trains on parents (flow matching)
+
+    @classmethod
+    def of(cls, env, with_parents: bool) -> "RecordSpec":
+        feats = np.asarray(env.featurize(env.initial_states(1)))
+        return cls(int(env.n_actions), tuple(feats.shape[1:]), not getattr(env, "masks_from_features", False),
+                   has(env, BACKWARD_POLICY), with_parents)
+
+    def fields(self) -> set[str]:
+        return ({"log_reward", "feats", "row", "action", "n_parents"} | ({"masks", "mask_width"} if self.masks else set())
+                | ({"log_pb"} if self.log_pb else set()) | ({"parent_row", "parent_action"} if self.parents else set()))
+
+    def check(self, record) -> None:
+        """Raises wire.WireError naming the first way the packed record (pack_record's form)
+        breaks this spec: fields, dtypes, shapes, and every index in range."""
+        if not isinstance(record, dict) or set(record) != self.fields():
+            got = sorted(record) if isinstance(record, dict) else type(record).__name__
+            raise wire.WireError(f"record body has fields {got}; expected {sorted(self.fields())}")
+        feats, row, action, n_parents = (record[k] for k in ("feats", "row", "action", "n_parents"))
+        n = len(row) if isinstance(row, np.ndarray) and row.ndim == 1 else 0
+        check_array(record["log_reward"], "log_reward", (1,), "f")
+        check_array(feats, "feats", (None, *self.feat_shape), "i")
+        for name in ("row", "action", "n_parents"):
+            check_array(record[name], name, (n,), "i")
+        if n == 0 or len(feats) == 0:
+            raise wire.WireError("record has no states")
+        check_range(row, "row", 0, len(feats))
+        check_range(action[:-1], "action", 0, self.n_actions)
+        if action[-1] != -1 or n_parents[0] != 0 or (n_parents < 0).any():
+            raise wire.WireError("record: the last action must be -1, s_0 has no parent, n_parents >= 0")
+        if not np.isfinite(record["log_reward"]).all():
+            raise wire.WireError("record: log_reward is not finite")
+        if self.masks:
+            if type(record["mask_width"]) is not int or record["mask_width"] != self.n_actions:
+                raise wire.WireError(f"record: mask_width {record['mask_width']!r} != n_actions {self.n_actions}")
+            check_array(record["masks"], "masks", ((n * self.n_actions + 7) // 8,), "u")
+        if self.log_pb:
+            check_array(record["log_pb"], "log_pb", (n,), "f")
+            if not np.isfinite(record["log_pb"]).all():
+                raise wire.WireError("record: log_pb is not finite")
+        if self.parents:
+            p = int(n_parents.sum())
+            check_array(record["parent_row"], "parent_row", (p,), "i")
+            check_array(record["parent_action"], "parent_action", (p,), "i")
+            check_range(record["parent_row"], "parent_row", 0, len(feats))
+            check_range(record["parent_action"], "parent_action", 0, self.n_actions)
+
+
+def check_array(a, name: str, shape: tuple, kind: str) -> None:
+    """a is an ndarray of dtype kind `kind` (i: any integer) and shape `shape` (None: any)."""
+    kinds = "iu" if kind == "i" else kind
+    if not isinstance(a, np.ndarray) or a.dtype.kind not in kinds or a.ndim != len(shape) or any(
+            want is not None and got != want for got, want in zip(a.shape, shape)):
+        what = f"{a.dtype} {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
+        raise wire.WireError(f"record: {name} is {what}; expected kind {kind!r}, shape {shape}")
+
+
+def check_range(a: np.ndarray, name: str, lo: int, hi: int) -> None:
+    if a.size and (a.min() < lo or a.max() >= hi):
+        raise wire.WireError(f"record: {name} has values outside [{lo}, {hi})")
 
 
 INT_RANGES = [(np.dtype(t), np.iinfo(t).min, np.iinfo(t).max) for t in (np.int8, np.int16, np.int32)]

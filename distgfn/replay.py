@@ -251,8 +251,9 @@ def check_settings(capacity, min_size, samples_per_insert, error_buffer, batch_s
         )
 
 
-def parse_record(blob: bytes) -> Record:
-    """Checks an encoded record's header; raises wire.WireError naming what is wrong."""
+def parse_record(blob: bytes, spec=None) -> Record:
+    """Checks an encoded record's header, and with a spec (distgfn.batch.RecordSpec) its body
+    too; raises wire.WireError naming what is wrong."""
     msg = wire.decode(blob)
     if not isinstance(msg, dict):
         raise wire.WireError(f"record is a {type(msg).__name__}, not a map")
@@ -261,6 +262,11 @@ def parse_record(blob: bytes) -> Record:
         raise wire.WireError(f"record needs id (str), version (int) and batch (bytes); got {describe(msg)}")
     if not isinstance(log_r, (int, float)) or not math.isfinite(log_r):
         raise wire.WireError(f"record {rid}: log_reward must be a finite number; got {log_r!r}")
+    if spec is not None:
+        try:
+            spec.check(wire.decode(msg["batch"]))
+        except wire.WireError as e:
+            raise wire.WireError(f"record {rid[:100]}: {e}") from None
     return Record(rid, version, float(log_r), blob)
 
 

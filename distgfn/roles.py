@@ -110,7 +110,7 @@ def create_roles(cfg: Config, actors: int, workers: int) -> Roles:
     check_resources(cfg, actors, workers)
     r = cfg.replay
     replay = ReplayActor.options(runtime_env=WORKER_ENV).remote(
-        capacity=r.capacity, min_size=r.min_size, samples_per_insert=r.samples_per_insert,
+        spec=record_spec(cfg), capacity=r.capacity, min_size=r.min_size, samples_per_insert=r.samples_per_insert,
         error_buffer=error_buffer(cfg), batch_size=max_batch(cfg), sampler=r.sampler,
         alpha=r.alpha, seed=cfg.seed,
     )
@@ -121,6 +121,15 @@ def create_roles(cfg: Config, actors: int, workers: int) -> Roles:
     cache = CacheActor.options(runtime_env=WORKER_ENV).remote(size) if size else None
     id_refs = [replay.actor_id.remote(), learner.actor_id.remote()]
     return Roles(replay, learner, cache, RewardPool(lambda: new_reward_worker(cfg), workers), id_refs)
+
+
+def record_spec(cfg: Config):
+    """What every record of this run holds (its env and objective decide)."""
+    from distgfn.batch import RecordSpec
+    from distgfn.objectives import OBJECTIVES
+    from distgfn.tasks import make_env
+
+    return RecordSpec.of(make_env(cfg), OBJECTIVES[cfg.objective.name].NEEDS_PARENTS)
 
 
 def new_reward_worker(cfg: Config):

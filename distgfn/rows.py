@@ -70,6 +70,7 @@ class Row:
     inserts_per_s: float
     samples_per_insert: float | None
     dropped_stale: int
+    records_rejected: int = gauge("records the replay table refused as malformed, so far")
     fraction_trained: float = gauge("records trained on at least once / records inserted")
     actor_held_frac: float = gauge("fraction of the actors' time held by back-pressure")
     reward_latency_ms: float | None = gauge("mean reward call time, ms")
@@ -195,6 +196,8 @@ class Interval:
             "inserts_per_s": inserted / dt,
             "samples_per_insert": sampled / inserted if inserted else None,
             "dropped_stale": replay["dropped_stale"],
+            # Malformed records refused at insert (checked whole: the learner never sees one).
+            "records_rejected": replay.get("rejected", 0),
             # Every scored trajectory is trained on: records sampled at least once / inserted.
             "fraction_trained": replay["fraction_trained"],
             # Of the actors' time, the part held by back-pressure (the learner was behind).

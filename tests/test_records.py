@@ -1,0 +1,106 @@
+"""Replay records are checked whole at insert: a record whose body breaks what the run's env and
+objective produce is refused with a reason and counted; the learner never sees it."""
+
+import numpy as np
+import pytest
+
+from distgfn import wire
+from distgfn.batch import RecordSpec, pack_record, read_record, split_batch, stack_batches, write_record
+from distgfn.config import load_config
+from distgfn.learning import Learner
+from distgfn.replay import parse_record
+from distgfn.rollout import RolloutWorker, encode_records
+
+CFG = ["env.options.height=5", "model.options.hidden=32"]
+
+
+@pytest.fixture(scope="module")
+def made():
+    """(cfg, spec, good records, one trajectory's batch) of a 2-D HyperGrid flow-matching run."""
+    cfg = load_config(None, CFG)
+    worker = RolloutWorker(cfg, seed=0)
+    rollout = worker.sample()
+    spec = RecordSpec.of(worker.env, with_parents=True)
+    return cfg, spec, encode_records(rollout, "a"), split_batch(rollout.batch)[0]
+
+
+def tampered(part, **changes) -> bytes:
+    """A record of `part` with fields of its packed form replaced (None: removed)."""
+    record = pack_record(part)
+    for name, value in changes.items():
+        if value is None:
+            record.pop(name)
+        else:
+            record[name] = value
+    return wire.encode({"id": "bad", "version": 0, "log_reward": 0.0, "batch": wire.encode(record)})
+
+
+def test_records_a_worker_makes_pass_the_check(made):
+    cfg, spec, good, _ = made
+    assert spec.parents and spec.masks and spec.n_actions == 3 and spec.feat_shape == (2,)
+    assert [parse_record(blob, spec).id for blob in good] == [parse_record(blob).id for blob in good]
+
+
+def bad_bodies(part):
+    n = len(part["row"])
+    return {
+        "a missing field": dict(row=None),
+        "an unknown field": dict(extra=np.zeros(1)),
+        "row out of feats": dict(row=np.full(n, 99, dtype=np.int8)),
+        "a negative row": dict(row=np.full(n, -1, dtype=np.int8)),
+        "an action out of range": dict(action=np.array([7] * (n - 1) + [-1], dtype=np.int8)),
+        "a float action": dict(action=np.zeros(n, dtype=np.float32)),
+        "a short action": dict(action=np.zeros(n - 1, dtype=np.int8)),
+        "feats of the wrong width": dict(feats=np.zeros((3, 5), dtype=np.int8)),
+        "a NaN log_reward": dict(log_reward=np.array([np.nan], dtype=np.float32)),
+        "a wrong mask width": dict(mask_width=9),
+        "truncated masks": dict(masks=np.zeros(0, dtype=np.uint8)),
+        "parents out of feats": dict(parent_row=np.full(int(part["n_parents"].sum()), 99, dtype=np.int8)),
+        "too few parents": dict(parent_action=np.zeros(0, dtype=np.int8)),
+        "a body that is a list": None,
+    }
+
+
+def test_each_malformed_body_is_refused_naming_the_problem(made):
+    _, spec, _, part = made
+    for problem, changes in bad_bodies(part).items():
+        blob = (wire.encode({"id": "bad", "version": 0, "log_reward": 0.0, "batch": wire.encode([1, 2])})
+                if changes is None else tampered(part, **changes))
+        parse_record(blob)  # the header alone is fine
+        with pytest.raises(wire.WireError, match=r"record bad: record"):
+            parse_record(blob, spec)
+
+
+def test_without_the_check_a_malformed_record_crashes_the_learner(made):
+    """Why the body is checked at insert: the learner cannot tell a bad record from a bug."""
+    cfg, _, good, part = made
+    learner = Learner(cfg)
+    bad = tampered(part, row=np.full(len(part["row"]), 99, dtype=np.int8))
+    with pytest.raises((IndexError, RuntimeError)):
+        learner.update(stack_batches([read_record(b) for b in [*good[:3], bad]]))
+
+
+def test_the_replay_actor_counts_what_it_refuses_and_keeps_the_rest(ray_cluster, made):
+    from actors.replay import ReplayActor
+
+    _, spec, good, part = made
+    replay = ReplayActor.remote(spec=spec, capacity=100)
+    bad = tampered(part, action=np.array([7] * (len(part["row"]) - 1) + [-1], dtype=np.int8))
+    ack = ray_cluster.get(replay.insert.remote([bad, *good], 10.0))
+    assert (ack.taken, ack.rejected) == (len(good), 1)
+    assert "action has values outside [0, 3)" in ack.errors[0]
+    assert ray_cluster.get(replay.stats.remote())["rejected"] == 1
+
+
+def test_a_record_written_for_another_env_is_refused(made):
+    _, spec, _, _ = made
+    other = load_config(None, ["env.options.ndim=3", "env.options.height=5", "model.options.hidden=32"])
+    rollout = RolloutWorker(other, seed=0).sample()
+    blob = write_record("x", 0, float(rollout.batch["log_reward"][0]), pack_record_ready(rollout))
+    with pytest.raises(wire.WireError, match="feats"):
+        parse_record(blob, spec)
+
+
+def pack_record_ready(rollout):
+    """The first trajectory of a rollout, as write_record takes it."""
+    return split_batch(rollout.batch)[0]
