@@ -17,7 +17,7 @@ import uuid
 
 import numpy as np
 
-from distgfn.config import Config, ConfigError, cache_size
+from distgfn.config import Config, ConfigError, cache_size, oracle_addresses
 
 
 class CheckError(ConfigError):
@@ -71,7 +71,7 @@ def check_oracles(cfg: Config) -> str:
 
     from distgfn.oracle import SERVICE, open_channel
 
-    addresses = [a.strip() for a in cfg.reward.addresses.split(",") if a.strip()]
+    addresses = oracle_addresses(cfg)
     for address in addresses:
         with open_channel(address, cfg.reward.tls_ca, 1 << 20) as channel:
             try:

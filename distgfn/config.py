@@ -8,6 +8,9 @@ Unknown keys, wrong types and out-of-range values raise `ConfigError` naming the
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -233,6 +236,8 @@ class Config:
 
 # (key, test, what must hold) for values whose type alone does not make them valid.
 RANGES = [
+    ("seed", lambda v: 0 <= v < 2**63, "in [0, 2**63)"),
+    ("ray.num_cpus", lambda v: v is None or v >= 1, ">= 1 or null"),
     ("reward.beta", lambda v: v > 0, "> 0"),
     ("sampler.batch_size", lambda v: v >= 1, ">= 1"),
     ("sampler.epsilon", lambda v: 0 <= v <= 1, "in [0, 1]"),
@@ -240,7 +245,7 @@ RANGES = [
     ("learner.steps", lambda v: v >= 1, ">= 1"),
     ("learner.lr", lambda v: v > 0, "> 0"),
     ("learner.lr_final_ratio", lambda v: 0 <= v <= 1, "in [0, 1]"),
-    ("learner.device", lambda v: v == "auto" or v == "cpu" or v.startswith("cuda"), "auto, cpu or cuda[:N]"),
+    ("learner.device", lambda v: re.fullmatch(r"auto|cpu|cuda(:\d{1,3})?", v) is not None, "auto, cpu, cuda or cuda:N"),
     ("reward.latency_ms", lambda v: v >= 0, ">= 0"),
     ("reward.deadline_s", lambda v: v > 0, "> 0"),
     ("reward.max_failure_rate", lambda v: 0 <= v <= 1, "in [0, 1]"),
@@ -276,12 +281,32 @@ RANGES = [
 ]
 
 
+class StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error (plain
+    YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"key {key!r} is given twice in one mapping (line {key_node.start_mark.line + 1})")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(text: str):
+    return yaml.load(text, Loader=StrictLoader)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
     """Reads a YAML file (or the defaults when path is None) and applies `a.b=value` overrides."""
     raw: dict = {}
     if path is not None:
         try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
+            raw = read_yaml(Path(path).read_text()) or {}
+        except ConfigError as e:
+            raise ConfigError(f"config {path}: {e}") from None
         except (OSError, yaml.YAMLError) as e:
             raise ConfigError(f"cannot read config {path}: {e}") from e
         if not isinstance(raw, dict):
@@ -301,7 +326,18 @@ def apply_override(raw: dict, item: str) -> None:
         node = node.setdefault(name, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {item!r}: {name} is not a section")
-    node[leaf] = yaml.safe_load(text) if text.strip() else ""
+    node[leaf] = override_value(text)
+
+
+def override_value(text: str):
+    """The YAML value of an override's text, or the text itself where it is not YAML (an IPv6
+    address such as [::1]:50051 is a string, not a broken list)."""
+    if not text.strip():
+        return ""
+    try:
+        return read_yaml(text)
+    except yaml.YAMLError:
+        return text.strip()
 
 
 def from_dict(raw: dict) -> Config:
@@ -332,10 +368,33 @@ def check_modes(cfg: Config) -> None:
     reward is imported (tasks.check_pairing)."""
     if cfg.reward.mode == "remote" and not cfg.reward.addresses.strip():
         raise ConfigError("reward.mode remote needs reward.addresses (host:port,...) of `distgfn serve-reward` oracles")
+    oracle_addresses(cfg)
+    if cfg.reward.tls_ca is not None and not Path(cfg.reward.tls_ca).is_file():
+        raise ConfigError(f"reward.tls_ca: no such file {cfg.reward.tls_ca!r} (the CA certificate that signed the oracles')")
     if cfg.reward.mode == "pool" and cfg.runtime == "serial":
         raise ConfigError("reward.mode pool needs runtime ray (reward actors); use inline or remote with runtime serial")
     if cfg.actors.autoscale and cfg.actors.max_num < cfg.actors.num:
         raise ConfigError(f"actors.max_num ({cfg.actors.max_num}) < actors.num ({cfg.actors.num}) with actors.autoscale")
+
+
+def oracle_addresses(cfg: Config) -> list[str]:
+    """reward.addresses as a list of host:port, each checked: a host name, an IPv4 address or
+    a bracketed IPv6 one ([::1]:50051), and a port in 1..65535."""
+    out = []
+    for address in (a.strip() for a in cfg.reward.addresses.split(",")):
+        if not address:
+            continue
+        m = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})", address)
+        if m is None or not 1 <= int(m.group(2)) <= 65535:
+            raise ConfigError(f"reward.addresses: {address!r} is not host:port (an IPv6 host in brackets: "
+                              f"[::1]:50051; ports 1-65535)")
+        if m.group(1).startswith("["):
+            try:
+                ipaddress.IPv6Address(m.group(1)[1:-1])
+            except ValueError:
+                raise ConfigError(f"reward.addresses: {m.group(1)} is not an IPv6 address") from None
+        out.append(address)
+    return out
 
 
 def objective_options(cfg: Config):
@@ -403,6 +462,8 @@ def coerce(hint, value: Any, key: str):
         return check_options(value, key)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number; got {value!r}")
     if hint is int and isinstance(value, bool) or not isinstance(value, hint):
         raise ConfigError(f"{key} must be {hint.__name__}; got {type(value).__name__} {value!r}")
     return value

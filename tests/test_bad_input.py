@@ -1,5 +1,8 @@
 """Bad configs and bad rewards give clear errors that name the problem."""
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -127,3 +130,44 @@ def test_objective_options_are_the_objectives_own():
         load_config(None, ["objective.options.eps=-1"])
     with pytest.raises(ConfigError, match=r"objective.options.leaf_coef must be float; got str 'abc'"):
         load_config(None, ["objective.options.leaf_coef=abc"])
+
+
+BAD_VALUES = [
+    (["learner.lr=.inf"], "learner.lr must be a finite number; got inf"),
+    (["reward.deadline_s=.nan"], "reward.deadline_s must be a finite number; got nan"),
+    (["seed=-1"], r"seed must be in \[0, 2\*\*63\); got -1"),
+    (["ray.num_cpus=0"], "ray.num_cpus must be >= 1 or null; got 0"),
+    (["learner.device=tpu"], "learner.device must be auto, cpu, cuda or cuda:N; got 'tpu'"),
+    (["learner.device=cudafoo"], "learner.device must be auto, cpu, cuda or cuda:N; got 'cudafoo'"),
+    (["env.options.ndim=40"], r"HyperGrid height \*\* ndim = 8\*\*40 cells is beyond what a cell index can count"),
+    (["reward.mode=remote", "reward.addresses=127.0.0.1:99999"], r"reward.addresses: '127.0.0.1:99999' is not host:port"),
+    (["reward.mode=remote", "reward.addresses=[zz::1]:5"], r"reward.addresses: '\[zz::1\]:5' is not host:port"),
+    (["reward.mode=remote", "reward.addresses=[::1]:5", "reward.tls_ca=/no/such/ca.pem"],
+     r"reward.tls_ca: no such file '/no/such/ca.pem'"),
+]
+
+
+@pytest.mark.parametrize("command", ["check", "train"])
+@pytest.mark.parametrize("overrides,message", BAD_VALUES, ids=[m[:30] for _, m in BAD_VALUES])
+def test_each_bad_value_is_one_clear_line_naming_the_key_at_check_and_train(tmp_path, capsys, command, overrides,
+                                                                             message):
+    config = str(Path(__file__).parents[1] / "configs" / "hypergrid.yaml")
+    args = [command, config, "--run-dir", str(tmp_path / "run")] if command == "train" else [command, config]
+    code = main(args + ["--set", "runtime=serial", "--set", "learner.steps=2"] +
+                [a for o in overrides for a in ("--set", o)])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and "Traceback" not in err, err
+    assert len(err.splitlines()) == 1, err
+    assert re.search(message, err), err
+
+
+def test_a_key_given_twice_in_a_config_file_is_an_error_naming_it(tmp_path):
+    with pytest.raises(ConfigError, match=r"c.yaml: key 'lr' is given twice in one mapping \(line 3\)"):
+        load_config(write(tmp_path, "learner:\n  lr: 0.1\n  lr: 0.2\n"))
+
+
+def test_ipv6_oracle_addresses_are_valid_also_as_an_override():
+    cfg = load_config(None, ["reward.mode=remote", "reward.addresses=[::1]:50051,127.0.0.1:50052,oracle-0.svc:80"])
+    from distgfn.config import oracle_addresses
+
+    assert oracle_addresses(cfg) == ["[::1]:50051", "127.0.0.1:50052", "oracle-0.svc:80"]

@@ -22,6 +22,9 @@ class HyperGrid:
     def __init__(self, ndim: int = 2, height: int = 8, terminate_at_edge: bool = False):
         if not isinstance(ndim, int) or not isinstance(height, int) or ndim < 1 or height < 2:
             raise ValueError(f"HyperGrid needs integers ndim >= 1 and height >= 2; got ndim={ndim!r}, height={height!r}")
+        if height ** ndim >= 2**63:
+            raise ValueError(f"HyperGrid height ** ndim = {height}**{ndim} cells is beyond what a cell index can count "
+                             f"(2**63); use fewer dimensions or a lower height")
         small = height ** ndim <= MAX_EXACT_CELLS
         self.capabilities = frozenset({PARENTS, ENUMERABLE} if small else {PARENTS})
         self.ndim = ndim

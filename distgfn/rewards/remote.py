@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from distgfn.config import Config, load_config
+from distgfn.config import Config, load_config, oracle_addresses
 from distgfn.oracle import OracleClient
 from distgfn.rewards import Scores
 from distgfn.rewards.errors import BadAnswer, ObjectsRaised, OracleDeadline, OracleRaised  # noqa: F401 (re-exported)
@@ -60,7 +60,7 @@ def remote_oracle(cfg: Config):
     token = os.environ.get(r.token_env) if r.token_env else None
     if r.token_env and token is None:
         raise ValueError(f"reward.token_env names {r.token_env}, which is not set")
-    addresses = [a.strip() for a in r.addresses.split(",") if a.strip()]
+    addresses = oracle_addresses(cfg)
     return OracleClient(addresses, deadline_s=r.deadline_s, token=token, tls_ca=r.tls_ca)
 
 
