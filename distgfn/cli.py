@@ -60,6 +60,9 @@ def parser() -> argparse.ArgumentParser:
                    help="reward.name (seh_proxy, vina_seh, qed, sa, hypergrid) or a user oracle as package.module:NAME")
     o.add_argument("--concurrency", type=int, default=1, metavar="N",
                    help="oracle calls run at once (default 1; more only for thread-safe oracles that wait on I/O)")
+    o.add_argument("--max-calls", type=int, metavar="N",
+                   help="Score calls in progress at most (running or waiting for the oracle; default 4 x "
+                        "--concurrency); more are refused at once as busy, and clients retry elsewhere")
     o.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     o.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: all; default 127.0.0.1)")
     o.add_argument("--port", type=int, default=50051, help="port (0: any free one; default 50051)")
@@ -227,12 +230,14 @@ def cmd_serve_reward(args) -> int:
         raise ConfigError(f"--token-env {args.token_env}: that environment variable is not set or empty")
     oracle = served_oracle(args.reward, args.set)
     server, port = serve(oracle, args.host, args.port, token=token,
-                         tls=(args.tls_cert, args.tls_key) if args.tls_cert else None, concurrency=args.concurrency)
+                         tls=(args.tls_cert, args.tls_key) if args.tls_cert else None, concurrency=args.concurrency,
+                         max_calls=args.max_calls)
     print(f"distgfn: serving reward {args.reward} on {args.host}:{port}", file=sys.stderr, flush=True)
     try:
         server.wait_for_termination()
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM through stop_on_sigterm
-        print("distgfn: stopping; calls in flight get 5 s to finish", file=sys.stderr, flush=True)
+        print("distgfn: draining (health NOT_SERVING, new calls refused); calls in flight get 5 s to finish",
+              file=sys.stderr, flush=True)
     finally:
         server.stop(grace=5).wait()
     return 0
