@@ -176,6 +176,9 @@ class RayConfig:
     # A custom resource that rollout actors and reward workers ask 0.001 of, so they run only on
     # nodes that advertise it (deploy/ gives CPU worker nodes {"rollout": 1000}); null: anywhere.
     worker_resource: Optional[str] = None
+    # A custom resource that the learner and the replay table ask 0.001 of, so they run only on
+    # nodes that advertise it (the GPU node) and never take a rollout node's CPU; null: anywhere.
+    learner_resource: Optional[str] = None
 
 
 @dataclass

@@ -28,7 +28,7 @@ from distgfn.fleet import Fleet
 from distgfn.messages import TrainStats
 from distgfn.metrics import MetricsLog, drop_rows_after, print_progress
 from distgfn.ray_metrics import RayMetrics
-from distgfn.roles import WORKER_ENV, RoleFailure, Roles, create_roles, new_actor, unwrap
+from distgfn.roles import WORKER_ENV, RoleFailure, Roles, actor_needs, create_roles, new_actor, unwrap
 from distgfn.rows import Counts, Row, Rows, crossed
 from distgfn.runstate import RunState
 from distgfn.scaling import Scaling, cpus_needed, reward_workers
@@ -107,6 +107,7 @@ class ControlLoop:
                            self.cfg.actors.max_restarts, self.cfg.actors.report_every_s,
                            on_restart=self.on_actor_restart, departed=self.departed)
         self.scaling.attach(self.fleet, self.roles.pool)
+        self.roles.wait_started(self.cfg)
         if saved:
             self.step = self.checkpoints.restore(self.roles, *saved, resumed=resumed)
         else:
@@ -130,6 +131,7 @@ class ControlLoop:
         # One learner call per metrics row: the driver's round trips stay off the learner's time.
         steps, per_call = self.cfg.learner.steps, self.cfg.log.every
         self.fleet.scale_to(self.scaling.actors)
+        self.stall = Stall(self.cfg)
         # Calls end on multiples of log.every, also when resuming from a step between them.
         ends = sorted({*range(self.step - self.step % per_call + per_call, steps, per_call), steps})
         calls = [end - start for start, end in zip([self.step] + ends, ends) if end > start]
@@ -154,6 +156,11 @@ class ControlLoop:
             self.checkpoints.save(self.roles)
         except ray.exceptions.RayActorError as e:
             raise RoleFailure(f"the {self.roles.role_of(e)} died ({type(e).__name__})") from e
+        except Stalled as e:
+            print(f"distgfn: {e}; saving a checkpoint and the model, then stopping", file=sys.stderr)
+            self.learner.stop.remote()
+            self.checkpoints.save_final(self.roles)
+            raise
         except (RewardError, RewardServiceError):
             print("distgfn: the reward failed; saving a checkpoint and the model, then stopping", file=sys.stderr)
             self.checkpoints.save_final(self.roles)
@@ -166,16 +173,22 @@ class ControlLoop:
 
     def wait_for(self, training):
         """The first call to finish (an actor's or the learner's), or None when only an actor
-        being restarted is due; raises TimeoutError when nothing moved for ray.progress_timeout_s."""
+        being restarted is due or a notice is; raises Stalled when no actor reported and the
+        learner did not move for ray.progress_timeout_s, whatever Ray is restarting."""
         self.fleet.call_due()
+        self.stall.notice(self.fleet.running, self.fleet.target)
         retry_s = self.fleet.next_retry_s()
-        wait_s = min(self.cfg.ray.progress_timeout_s, retry_s if retry_s is not None else math.inf)
+        wait_s = min(self.stall.left(), retry_s if retry_s is not None else math.inf, NOTICE_EVERY_S)
         ready, _ = ray.wait(self.fleet.refs() + [training], num_returns=1, timeout=wait_s)
-        if not ready and retry_s is None:
+        if ready:
+            self.stall.progress()
+            return ready[0]
+        if self.stall.left() <= 0:
             replay = ray.get(self.roles.replay.stats.remote(), timeout=10)
-            raise TimeoutError(f"no batch sampled and no learner update for {self.cfg.ray.progress_timeout_s} s "
-                               f"(ray.progress_timeout_s) at step {self.step}; replay table: {replay}")
-        return ready[0] if ready else None
+            raise Stalled(f"no rollout actor reported and no learner update for {self.cfg.ray.progress_timeout_s:g} s "
+                          f"(ray.progress_timeout_s) at step {self.step}: {self.stall.actors_line()}; "
+                          f"replay table: {replay['size']} records, {replay['inserted']} inserted")
+        return None
 
     def on_actor_restart(self, actor) -> None:
         if self.cfg.reward.mode == "pool":  # Ray rebuilt it with the pool it was made with
@@ -191,10 +204,10 @@ class ControlLoop:
                 self.checkpoints.save(self.roles)
 
     def counts(self) -> Counts:
-        return Counts(self.checkpoints.trajectories_before, self.num_actors,
-                      self.past_actor_failures + self.fleet.failures, self.role_restarts,
-                      sum(why is not None for why in self.fleet.unavailable().values()),
-                      self.scaling.workers if self.cfg.reward.mode == "pool" else None)
+        return Counts(self.checkpoints.trajectories_before, self.num_actors, actors_running=self.fleet.running,
+                      actor_failures=self.past_actor_failures + self.fleet.failures, role_restarts=self.role_restarts,
+                      reward_unavailable=sum(why is not None for why in self.fleet.unavailable().values()),
+                      reward_workers=self.scaling.workers if self.cfg.reward.mode == "pool" else None)
 
     def finish_training_calls(self, training: deque) -> None:
         """Takes the learner calls that return now that it is stopping, so that a row due at a
@@ -224,6 +237,40 @@ class ControlLoop:
     def scale(self, actors: int | None = None, reward_workers: int | None = None) -> dict:
         """Sets the number of rollout actors and (reward.mode pool) reward workers; see Scaling."""
         return self.scaling.scale(actors, reward_workers, self.step)
+
+
+NOTICE_EVERY_S = 30.0  # how often a run with no rollout actor running says so
+
+
+class Stalled(TimeoutError):
+    """Nothing moved for ray.progress_timeout_s: no actor report, no learner update."""
+
+
+class Stall:
+    """When the run last moved, and what to say while no rollout actor runs."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.last = time.monotonic()
+        self.noticed = -math.inf
+        self.running = self.target = 0
+
+    def progress(self) -> None:
+        self.last = time.monotonic()
+
+    def left(self) -> float:
+        return self.cfg.ray.progress_timeout_s - (time.monotonic() - self.last)
+
+    def notice(self, running: int, target: int) -> None:
+        """Says which resources the actors wait for when none has run for NOTICE_EVERY_S."""
+        self.running, self.target = running, target
+        if running == 0 and time.monotonic() - max(self.last, self.noticed) >= NOTICE_EVERY_S:
+            self.noticed = time.monotonic()
+            print(f"distgfn: waiting: {self.actors_line()}", file=sys.stderr, flush=True)
+
+    def actors_line(self) -> str:
+        return (f"{self.running} of {self.target} rollout actors running; the others wait for a node with "
+                f"{actor_needs(self.cfg)} free, or are being restarted")
 
 
 def recovery_point(cfg: Config, root, run_dir: Path, error: RoleFailure, restarts: int) -> tuple[int, dict] | None:

@@ -38,6 +38,7 @@ class Member:
     leaving: bool = False  # scaled away: its next call is a drain, then it goes
     retry_at: float | None = None  # when to call it again (while restarting)
     unavailable: str | None = None  # why its reward service was down, at its last report
+    running: bool = False  # its last call returned a report (else: not placed or started yet, or dead)
 
 
 class Fleet:
@@ -56,6 +57,12 @@ class Fleet:
     def target(self) -> int:
         """The actors that stay (leaving ones not counted)."""
         return sum(not m.leaving for m in self.members.values())
+
+    @property
+    def running(self) -> int:
+        """The actors that stay and whose last call returned (the others wait for a node, start,
+        or are being restarted)."""
+        return sum(m.running and not m.leaving for m in self.members.values())
 
     def handles(self) -> list:
         return [m.handle for m in self.members.values()]
@@ -103,7 +110,7 @@ class Fleet:
         member = self.members[name]
         if member.restarting and self.on_restart is not None:
             self.on_restart(member.handle)
-        member.restarting, member.unavailable = False, report.unavailable
+        member.restarting, member.unavailable, member.running = False, report.unavailable, True
         if member.leaving and report.totals is not None:
             self.remove(name, report.totals)
         else:
@@ -114,6 +121,7 @@ class Fleet:
         """Schedules a retry while Ray restarts the actor, or removes it when it is past its
         restarts; True if this is a new death (its call is lost), not a retry's."""
         member = self.members[name]
+        member.running = False
         if member.restarting:  # a retry while Ray restarts it: nothing new was lost
             member.retry_at = time.monotonic() + RETRY_PAUSE_S
             return False

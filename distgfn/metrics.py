@@ -81,7 +81,8 @@ def health(row: dict) -> list[str]:
     if row.get("reward_unavailable"):
         parts.append(f"ORACLE DOWN ({row['reward_unavailable']} actors waiting)")
     if "actors" in row:
-        parts.append(f"actors {row['actors']}" + (f"+{row['reward_workers']}w" if "reward_workers" in row else ""))
+        pending = f" ({row['actors_pending']} pending)" if row.get("actors_pending") else ""
+        parts.append(f"actors {row['actors']}{pending}" + (f"+{row['reward_workers']}w" if "reward_workers" in row else ""))
     return parts
 
 

@@ -62,6 +62,18 @@ class Roles:
             return "learner or replay table"
         return dict(zip(ids, ["replay table", "learner"])).get(error.actor_id, "learner or replay table")
 
+    def wait_started(self, cfg: Config) -> None:
+        """Waits until the replay table and the learner run; a TimeoutError naming what they
+        need when that takes more than ray.progress_timeout_s (no node offers it)."""
+        try:
+            ray.get(self.id_refs, timeout=cfg.ray.progress_timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            need = f"{cfg.learner.cpus:g} CPU" + (f" and {learner_gpus(cfg)} GPU" if learner_gpus(cfg) else "")
+            if cfg.ray.learner_resource:
+                need += f" and the resource {cfg.ray.learner_resource!r} (ray.learner_resource)"
+            raise TimeoutError(f"the learner and the replay table did not start within {cfg.ray.progress_timeout_s:g} s "
+                               f"(ray.progress_timeout_s): no node offered {need}") from None
+
     def restore(self, files: dict[str, bytes]) -> tuple[int, int]:
         """Loads a checkpoint of either runtime into the replay table (with the records the
         learner had taken but not trained on), the learner and the reward cache; returns the
@@ -109,13 +121,13 @@ def create_roles(cfg: Config, actors: int, workers: int) -> Roles:
 
     check_resources(cfg, actors, workers)
     r = cfg.replay
-    replay = ReplayActor.options(runtime_env=WORKER_ENV).remote(
+    replay = ReplayActor.options(runtime_env=WORKER_ENV, resources=learner_resources(cfg)).remote(
         spec=record_spec(cfg), capacity=r.capacity, min_size=r.min_size, samples_per_insert=r.samples_per_insert,
         error_buffer=error_buffer(cfg), batch_size=max_batch(cfg), sampler=r.sampler,
         alpha=r.alpha, seed=cfg.seed,
     )
     learner = LearnerActor.options(
-        num_cpus=cfg.learner.cpus, num_gpus=learner_gpus(cfg), runtime_env=WORKER_ENV
+        num_cpus=cfg.learner.cpus, num_gpus=learner_gpus(cfg), runtime_env=WORKER_ENV, resources=learner_resources(cfg)
     ).remote(cfg, replay)
     size = cache_size(cfg)
     cache = CacheActor.options(runtime_env=WORKER_ENV).remote(size) if size else None
@@ -142,6 +154,17 @@ def new_reward_worker(cfg: Config):
 def worker_resources(cfg: Config) -> dict:
     """ray.worker_resource: keeps rollout actors and reward workers on the nodes that offer it."""
     return {cfg.ray.worker_resource: 0.001} if cfg.ray.worker_resource else {}
+
+
+def learner_resources(cfg: Config) -> dict:
+    """ray.learner_resource: keeps the learner and the replay table on the nodes that offer it."""
+    return {cfg.ray.learner_resource: 0.001} if cfg.ray.learner_resource else {}
+
+
+def actor_needs(cfg: Config) -> str:
+    """What a rollout actor asks of a node, for messages."""
+    need = f"{cfg.actors.cpus:g} CPU"
+    return need + (f" and the resource {cfg.ray.worker_resource!r} (ray.worker_resource)" if cfg.ray.worker_resource else "")
 
 
 def new_actor(cfg: Config, roles: Roles, name: str, index: int, first_step: int):
@@ -179,10 +202,12 @@ def check_resources(cfg: Config, actors: int, workers: int) -> None:
         )
     if cfg.learner.device.startswith("cuda") and ray.cluster_resources().get("GPU", 0) < 1:
         raise ConfigError(f"learner.device={cfg.learner.device!r} but the Ray cluster has no GPU")
-    name = cfg.ray.worker_resource
-    if name and ray.cluster_resources().get(name, 0) <= 0:
-        print(f"distgfn: warning: no node offers the resource {name!r} (ray.worker_resource) yet; rollout actors "
-              f"and reward workers wait for one (an autoscaling cluster starts a node type that has it)", file=sys.stderr)
+    for key, who in (("worker_resource", "rollout actors and reward workers"), ("learner_resource",
+                                                                                "the learner and the replay table")):
+        name = getattr(cfg.ray, key)
+        if name and ray.cluster_resources().get(name, 0) <= 0:
+            print(f"distgfn: warning: no node offers the resource {name!r} (ray.{key}) yet; {who} wait for one "
+                  f"(an autoscaling cluster starts a node type that has it)", file=sys.stderr)
 
 
 def unwrap(ref, timeout: float | None = None):

@@ -33,6 +33,7 @@ class Counts:
 
     trajectories: int  # scored so far
     actors: int
+    actors_running: int | None = None  # of them, those sampling now (the others wait for a node or restart)
     actor_failures: int = 0
     role_restarts: int = 0
     reward_unavailable: int = 0  # actors whose reward service was down at their last report
@@ -54,6 +55,8 @@ class Row:
     wall_s: float
     lost_actor_calls: int = 0
     actors: int = gauge("rollout actors")
+    actors_running: int = gauge("rollout actors sampling now")
+    actors_pending: int = gauge("rollout actors waiting for a node, starting or restarting")
     actor_failures: int = 0
     role_restarts: int = 0
     reward_unavailable: int = gauge("rollout actors waiting for a reward service that is down")
@@ -137,8 +140,12 @@ class Rows:
         evaluation = self.evaluator.sampled_metrics()
         if log_policy is not None and self.evaluator.exact:
             evaluation.update(self.evaluator.exact_metrics(log_policy))
+        counts = dataclasses.asdict(counts)
+        running = counts.pop("actors_running")
+        running = counts["actors"] if running is None else running
         row = Row(step=step, wall_s=round(self.wall_s(), 3), lost_actor_calls=self.interval.lost_calls,
-                  **dataclasses.asdict(counts), **self.interval.summary(replay, counts.actors), evaluation=evaluation)
+                  actors_running=running, actors_pending=counts["actors"] - running, **counts,
+                  **self.interval.summary(replay, counts["actors"]), evaluation=evaluation)
         self.restart(step, replay)
         return row
 

@@ -384,3 +384,35 @@ def test_a_run_resumes_in_the_other_runtime_both_ways(ray_cluster, tmp_path):
     counts = [r["trajectories"] for r in rows]
     assert counts == sorted(counts) and counts[2] > counts[1], "the count of trajectories carries across runtimes"
     assert all("l1_exact" in r for r in rows)
+
+
+def test_a_run_whose_actors_never_start_stops_with_a_checkpoint_naming_what_they_wait_for(ray_cluster, tmp_path,
+                                                                                          capsys):
+    from distgfn import checkpoint
+
+    # 20 s: the learner must start within it, also on a busy machine.
+    cfg = load_config(None, ["ray.worker_resource=nowhere", "ray.progress_timeout_s=20", "learner.steps=100",
+                             "log.every=50", "eval.every=0"])
+    with pytest.raises(driver.Stalled, match=r"0 of 2 rollout actors running; the others wait for a node with "
+                                             r"0.5 CPU and the resource 'nowhere' \(ray.worker_resource\)"):
+        driver.train(cfg, tmp_path, progress=quiet)
+    assert "no node offers the resource 'nowhere' (ray.worker_resource)" in capsys.readouterr().err
+    assert checkpoint.load_latest(tmp_path / "checkpoints")[0] == 0, "a checkpoint before stopping"
+    assert (tmp_path / "model.pt").exists()
+
+
+def test_the_learner_and_replay_table_go_where_ray_learner_resource_is_offered(ray_cluster, tmp_path):
+    cfg = load_config(None, ["ray.learner_resource=gpu_node", "ray.progress_timeout_s=5", "learner.steps=10",
+                             "log.every=10", "eval.every=0"])
+    with pytest.raises(TimeoutError, match=r"the learner and the replay table did not start within 5 s "
+                                           r"\(ray.progress_timeout_s\): no node offered 1 CPU and the resource "
+                                           r"'gpu_node' \(ray.learner_resource\)"):
+        driver.train(cfg, tmp_path, progress=quiet)
+
+
+def test_metrics_say_how_many_actors_run_and_how_many_wait(ray_cluster, tmp_path):
+    cfg = load_config(None, ["actors.num=2", "learner.steps=100", "log.every=50", "eval.every=0"])
+    driver.train(cfg, tmp_path, progress=quiet)
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert all(r["actors_running"] + r["actors_pending"] == r["actors"] == 2 for r in rows)
+    assert rows[-1]["actors_running"] >= 1, "the actor that sampled what was trained on ran"
