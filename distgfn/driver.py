@@ -102,7 +102,7 @@ class ControlLoop:
     def start(self, saved: tuple[int, dict] | None = None, resumed: bool = True) -> None:
         """Creates the roles, then continues from `saved` (step, files) when given."""
         first_step = saved[0] if saved else 0
-        self.roles = create_roles(self.cfg, self.num_actors, self.scaling.workers)
+        self.roles = create_roles(self.cfg, self.num_actors, self.scaling.workers, recovering=not resumed)
         self.fleet = Fleet(lambda name, i: new_actor(self.cfg, self.roles, name, i, first_step),
                            self.cfg.actors.max_restarts, self.cfg.actors.report_every_s,
                            on_restart=self.on_actor_restart, departed=self.departed)

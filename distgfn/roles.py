@@ -112,14 +112,20 @@ class Roles:
                 ray.kill(handle)
 
 
-def create_roles(cfg: Config, actors: int, workers: int) -> Roles:
+def create_roles(cfg: Config, actors: int, workers: int, recovering: bool = False) -> Roles:
     """The replay table, the learner, the reward cache and pool (the rollout actors are the
     Fleet's, made by new_actor); `actors` is how many there will be."""
     from actors.replay import ReplayActor
     from actors.reward import CacheActor
     from learner.actor import LearnerActor
 
-    check_resources(cfg, actors, workers)
+    try:
+        check_resources(cfg, actors, workers)
+    except ConfigError as e:
+        if not recovering:
+            raise
+        # After a lost node the cluster may be short until a replacement joins: wait for it.
+        print(f"distgfn: warning: {e}; the roles wait for nodes (ray.progress_timeout_s)", file=sys.stderr)
     r = cfg.replay
     replay = ReplayActor.options(runtime_env=WORKER_ENV, resources=learner_resources(cfg)).remote(
         spec=record_spec(cfg), capacity=r.capacity, min_size=r.min_size, samples_per_insert=r.samples_per_insert,
