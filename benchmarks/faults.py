@@ -63,7 +63,8 @@ def run_loop(cfg, kill_every_s: float | None) -> tuple[list[dict], int]:
 
         def killer():
             while not stop.wait(kill_every_s):
-                ray.kill(loop.actors[killed[0] % len(loop.actors)], no_restart=False)
+                actors = loop.fleet.handles()
+                ray.kill(actors[killed[0] % len(actors)], no_restart=False)
                 killed[0] += 1
 
         try:

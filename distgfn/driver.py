@@ -88,14 +88,6 @@ class ControlLoop:
         self.departed: dict[str, dict] = {}  # name -> lifetime totals of each actor scaled away
 
     @property
-    def learner(self):
-        return self.roles.learner if self.roles else None
-
-    @property
-    def actors(self) -> list:
-        return self.fleet.handles() if self.fleet else []
-
-    @property
     def num_actors(self) -> int:
         return self.fleet.target if self.fleet else self.scaling.actors
 
@@ -105,7 +97,7 @@ class ControlLoop:
         self.roles = create_roles(self.cfg, self.num_actors, self.scaling.workers, recovering=not resumed)
         self.fleet = Fleet(lambda name, i: new_actor(self.cfg, self.roles, name, i, first_step),
                            self.cfg.actors.max_restarts, self.cfg.actors.report_every_s,
-                           on_restart=self.on_actor_restart, departed=self.departed)
+                           on_restart=self.scaling.give_pool, departed=self.departed)
         self.scaling.attach(self.fleet, self.roles.pool)
         self.roles.wait_started(self.cfg)
         if saved:
@@ -135,7 +127,7 @@ class ControlLoop:
         # Calls end on multiples of log.every, also when resuming from a step between them.
         ends = sorted({*range(self.step - self.step % per_call + per_call, steps, per_call), steps})
         calls = [end - start for start, end in zip([self.step] + ends, ends) if end > start]
-        training = deque(self.learner.train.remote(n) for n in calls[:2])
+        training = deque(self.roles.learner.train.remote(n) for n in calls[:2])
         calls = calls[2:]
         try:
             while training:
@@ -151,14 +143,14 @@ class ControlLoop:
                     continue
                 stats = unwrap(training.popleft())
                 if calls:
-                    training.append(self.learner.train.remote(calls.pop(0)))
+                    training.append(self.roles.learner.train.remote(calls.pop(0)))
                 self.on_update(stats)
             self.checkpoints.save(self.roles)
         except ray.exceptions.RayActorError as e:
             raise RoleFailure(f"the {self.roles.role_of(e)} died ({type(e).__name__})") from e
         except Stalled as e:
             print(f"distgfn: {e}; saving a checkpoint and the model, then stopping", file=sys.stderr)
-            self.learner.stop.remote()
+            self.roles.learner.stop.remote()
             self.checkpoints.save_final(self.roles)
             raise
         except (RewardError, RewardServiceError):
@@ -167,7 +159,7 @@ class ControlLoop:
             raise
         except KeyboardInterrupt:
             print("distgfn: interrupted; saving a checkpoint and the model, then stopping", file=sys.stderr)
-            self.learner.stop.remote()  # no update waits for records that will not come
+            self.roles.learner.stop.remote()  # no update waits for records that will not come
             self.finish_training_calls(training)
             self.checkpoints.save_final(self.roles)
 
@@ -189,10 +181,6 @@ class ControlLoop:
                           f"(ray.progress_timeout_s) at step {self.step}: {self.stall.actors_line()}; "
                           f"replay table: {replay['size']} records, {replay['inserted']} inserted")
         return None
-
-    def on_actor_restart(self, actor) -> None:
-        if self.cfg.reward.mode == "pool":  # Ray rebuilt it with the pool it was made with
-            actor.set_reward_workers.remote(self.roles.pool.workers)
 
     def on_update(self, stats: TrainStats) -> None:
         """A learner call's statistics; a metrics row (and a checkpoint) when due."""

@@ -74,6 +74,11 @@ class Scaling:
         """The roles of the current start (new ones after a role restart)."""
         self.fleet, self.pool = fleet, pool
 
+    def give_pool(self, actor) -> None:
+        """Hands a rollout actor that Ray rebuilt (with the pool it was made with) today's pool."""
+        if self.cfg.reward.mode == "pool":
+            actor.set_reward_workers.remote(self.pool.workers)
+
     def scale(self, actors: int | None = None, reward_workers: int | None = None, step: int = 0) -> dict:
         """Sets the number of rollout actors and (reward.mode pool) reward workers of the running
         job. New ones start at once (on an autoscaling cluster, ones that do not fit wait for a

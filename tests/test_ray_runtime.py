@@ -298,7 +298,7 @@ def test_a_killed_rollout_actor_restarts_with_current_weights_and_the_run_comple
 
     def kill_one_actor_at_100(row, total):
         if row["step"] == 100:
-            actor = loop.actors[0]
+            actor = loop.fleet.handles()[0]
             killed["version_before"] = ray.get(actor.version.remote())
             ray.kill(actor, no_restart=False)  # the process dies; Ray may restart it
 
@@ -306,7 +306,7 @@ def test_a_killed_rollout_actor_restarts_with_current_weights_and_the_run_comple
     try:
         loop.start()
         loop.run()
-        actor = loop.actors[0]
+        actor = loop.fleet.handles()[0]
         first_batch = answer_when_back(ray, lambda: actor.run.remote(0.0), timeout_s=60)
     finally:
         loop.close()
@@ -350,7 +350,7 @@ def test_a_learner_dying_more_than_max_restarts_stops_with_a_clear_error(ray_clu
 
     def kill_learner_at_100(row, total):
         if row["step"] == 100:
-            ray.kill(loop.learner)
+            ray.kill(loop.roles.learner)
 
     loop = driver.ControlLoop(cfg, tmp_path, progress=kill_learner_at_100)
     try:

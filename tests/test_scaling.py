@@ -217,7 +217,7 @@ def test_an_actor_dead_past_its_restarts_leaves_the_fleet_and_the_run_goes_on(ra
 
     def kill_one_at_50(row, total):
         if row["step"] == 50:
-            ray_cluster.kill(job.loop.actors[0])  # no restart left: dead for good
+            ray_cluster.kill(job.loop.fleet.handles()[0])  # no restart left: dead for good
 
     job = Background(cfg, tmp_path, progress=kill_one_at_50)
     job.thread.start()
