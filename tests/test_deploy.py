@@ -38,15 +38,17 @@ def manifests() -> list[dict]:
     return docs
 
 
-def test_manifests_parse_and_only_cpu_workers_offer_the_rollout_resource():
+def test_manifests_parse_and_only_cpu_workers_offer_rollout_and_only_the_gpu_node_learner():
     docs = {d.get("kind", "cluster-launcher"): d for d in manifests()}
     assert {"cluster-launcher", "RayCluster", "RayJob", "PersistentVolumeClaim"} <= set(docs)
     launcher = docs["cluster-launcher"]["available_node_types"]
     assert "rollout" in launcher["cpu_workers"]["resources"] and launcher["gpu_learner"]["resources"]["GPU"] == 1
-    assert "rollout" not in launcher["gpu_learner"]["resources"]
+    assert "rollout" not in launcher["gpu_learner"]["resources"] and "learner" in launcher["gpu_learner"]["resources"]
+    assert "learner" not in launcher["cpu_workers"]["resources"]
     for spec in (docs["RayCluster"]["spec"], docs["RayJob"]["spec"]["rayClusterSpec"]):
         groups = {g["groupName"]: g["rayStartParams"] for g in spec["workerGroupSpecs"]}
-        assert "rollout" in groups["cpu-workers"]["resources"] and "resources" not in groups["gpu-learner"]
+        assert "rollout" in groups["cpu-workers"]["resources"] and "learner" not in groups["cpu-workers"]["resources"]
+        assert "learner" in groups["gpu-learner"]["resources"] and "rollout" not in groups["gpu-learner"]["resources"]
         assert groups["gpu-learner"]["num-gpus"] == "1"
 
 
