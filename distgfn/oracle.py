@@ -12,8 +12,9 @@ Protocol: unary `/distgfn.Oracle/Score`, no protobuf. The bodies are msgpack (`d
 request `{"id": str, "keys": [str, ...]}`, response `{"id": str, "raw": float64 array,
 "errors": [str | None, ...]}`. The request id makes a call idempotent: the server remembers
 the latest responses by id and answers a retry from memory, so a retried docking batch is not
-docked twice. The client retries only UNAVAILABLE and busy (the server never saw the call, is
-restarting), with the same id and exponential backoff, moving to the next address each time.
+docked twice. The client retries only UNAVAILABLE, CANCELLED and busy (the server never saw
+the call, stopped during it, is restarting or is full), with the same id and exponential
+backoff, moving to the next address each time.
 Status codes: INVALID_ARGUMENT (bad request bytes, or over the bounds: MAX_KEYS keys,
 MAX_KEY_CHARS a key, MAX_ID_CHARS an id), UNAUTHENTICATED (missing or wrong
 `authorization: Bearer <token>`), INTERNAL (the oracle raised), RESOURCE_EXHAUSTED (a message
@@ -436,9 +437,11 @@ class OracleClient:
 
 
 def retryable(error: grpc.RpcError) -> bool:
-    """UNAVAILABLE (never reached the oracle, or draining) and busy RESOURCE_EXHAUSTED: another
-    address, or the same one a little later, may take the call."""
-    if error.code() == grpc.StatusCode.UNAVAILABLE:
+    """UNAVAILABLE (never reached the oracle, or draining), CANCELLED (the server stopped
+    during the call: this client never cancels) and busy RESOURCE_EXHAUSTED: another address,
+    or the same one a little later, may take the call; the same request id keeps it from
+    being computed twice."""
+    if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
         return True
     busy = any(key == BUSY for key, _ in (error.trailing_metadata() or ()))
     return error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and busy

@@ -187,3 +187,39 @@ def test_serving_plaintext_beyond_loopback_is_warned_about(capsys):
 def test_a_server_refuses_max_calls_below_its_concurrency():
     with pytest.raises(OracleError, match=r"max_calls \(1\) must be >= concurrency \(2\)"):
         serve(Sleeps(0.0), "127.0.0.1", 0, concurrency=2, max_calls=1)
+
+
+class EndsCallsCancelled(grpc.ServerInterceptor):
+    """Ends every Score call with CANCELLED, as a client saw once when its oracle stopped during a
+    run (CI): the server, not the client, ended the call."""
+
+    def intercept_service(self, continuation, details):
+        if details.method != METHOD:
+            return continuation(details)
+        return grpc.unary_unary_rpc_method_handler(lambda data, context: context.abort(grpc.StatusCode.CANCELLED,
+                                                                                       "CANCELLED"))
+
+
+def test_a_call_the_server_ends_as_cancelled_goes_to_the_next_address():
+    idle = Sleeps(0.0)
+    with running(Sleeps(0.0), interceptors=[EndsCallsCancelled()]) as (_, cancelling), \
+            running(idle) as (_, idle_address):
+        with OracleClient([cancelling, idle_address], retries=2, backoff_s=0.01) as client:
+            assert client.score(["a"])[0].tolist() == [1.0]
+    assert idle.calls == 1
+
+
+def test_a_server_stopped_during_a_call_sends_it_to_the_next_address():
+    """gRPC ends the calls in progress when a server stops: the client retries elsewhere with the
+    same request id."""
+    held, idle = Held(), Sleeps(0.0)
+    stopping, port = serve(held, "127.0.0.1", 0)
+    with running(idle) as (_, idle_address):
+        with OracleClient([f"127.0.0.1:{port}", idle_address], retries=2, backoff_s=0.01) as client:
+            call, results = in_threads(1, lambda: client.score(["a"]))
+            assert held.started.wait(timeout=10)
+            stopping.stop(0).wait(timeout=10)
+            call[0].join(timeout=30)
+            held.release.set()
+    assert isinstance(results[0], tuple) and results[0][0].tolist() == [1.0], results[0]
+    assert idle.calls == 1
