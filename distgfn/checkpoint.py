@@ -223,8 +223,7 @@ def where(root, name: str) -> str:
 
 def free_name(step: int, listing: dict[str, list[str]]) -> str:
     """`step-<step>`, or `step-<step>.<k>` when complete checkpoints hold the names before."""
-    base = f"step-{step:012d}"
-    taken = {name for name, rels in listing.items() if f"{name}/{MANIFEST}" in rels}
+    base, taken = f"step-{step:012d}", set(complete(listing))
     k = 0
     while (f"{base}.{k}" if k else base) in taken:
         k += 1
@@ -232,32 +231,38 @@ def free_name(step: int, listing: dict[str, list[str]]) -> str:
 
 
 def prune(store, newest: str, keep: int) -> None:
-    """Deletes complete checkpoints older than the newest `keep`, and directories without a
-    manifest older than `newest` (partial writes whose writer is gone)."""
-    listing = checkpoints(store)
-    complete = sorted((n for n, rels in listing.items() if f"{n}/{MANIFEST}" in rels), key=order)
-    doomed = set(complete[:-keep] if keep > 0 else [])
-    doomed |= {n for n, rels in listing.items() if f"{n}/{MANIFEST}" not in rels and order(n) < order(newest)}
-    for name in sorted(doomed | leftovers(store)):
-        rels = listing.get(name) or [r for r in store.files() if r.startswith(f"{name}/")]
-        for rel in sorted(rels, key=lambda r: not r.endswith(f"/{MANIFEST}")):  # the manifest first
+    """Deletes complete checkpoints older than the newest `keep`, directories without a
+    manifest older than `newest` (partial writes whose writer is gone), and the temporary
+    directories of the rename-based layout before this one; one listing of the store."""
+    listing = directories(store)
+    done = complete(listing)
+    doomed = set(done[:-keep] if keep > 0 else [])
+    doomed |= {n for n in listing if n not in done and (not NAME.fullmatch(n) or order(n) < order(newest))}
+    for name in sorted(doomed):
+        for rel in sorted(listing[name], key=lambda r: not r.endswith(f"/{MANIFEST}")):  # the manifest first
             store.delete(rel)
         store.tidy(name)
 
 
-def leftovers(store) -> set[str]:
-    """Temporary directories of the rename-based layout before this one."""
-    return {rel.split("/", 1)[0] for rel in store.files() if rel.startswith(".tmp-step-")}
+def directories(store) -> dict[str, list[str]]:
+    """Directory name -> the files under it (relative to the root), for the checkpoints and
+    the old layout's `.tmp-step-*` leftovers."""
+    out: dict[str, list[str]] = {}
+    for rel in store.files():
+        top, sep, _ = rel.partition("/")
+        if sep and (NAME.fullmatch(top) or top.startswith(".tmp-step-")):
+            out.setdefault(top, []).append(rel)
+    return out
 
 
 def checkpoints(store) -> dict[str, list[str]]:
     """Checkpoint directory name -> the files under it (relative to the root)."""
-    out: dict[str, list[str]] = {}
-    for rel in store.files():
-        top = rel.split("/", 1)[0]
-        if "/" in rel and NAME.fullmatch(top):
-            out.setdefault(top, []).append(rel)
-    return out
+    return {name: rels for name, rels in directories(store).items() if NAME.fullmatch(name)}
+
+
+def complete(listing: dict[str, list[str]]) -> list[str]:
+    """The checkpoints of a listing that have a manifest, oldest first."""
+    return sorted((n for n, rels in listing.items() if NAME.fullmatch(n) and f"{n}/{MANIFEST}" in rels), key=order)
 
 
 def order(name: str) -> tuple[int, int]:
@@ -334,8 +339,7 @@ def step_of(name: str) -> int:
 
 def complete_checkpoints(root) -> list[str]:
     """Names of the checkpoints under root that have a manifest, oldest first."""
-    listing = checkpoints(store_for(root))
-    return sorted((n for n, rels in listing.items() if f"{n}/{MANIFEST}" in rels), key=order)
+    return complete(checkpoints(store_for(root)))
 
 
 def state_to_bytes(state: dict) -> bytes:

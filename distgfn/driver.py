@@ -178,7 +178,8 @@ class ControlLoop:
         if self.stall.left() <= 0:
             replay = ray.get(self.roles.replay.stats.remote(), timeout=10)
             raise Stalled(f"no rollout actor reported and no learner update for {self.cfg.ray.progress_timeout_s:g} s "
-                          f"(ray.progress_timeout_s) at step {self.step}: {self.stall.actors_line()}; "
+                          f"(ray.progress_timeout_s) at step {self.step}: "
+                          f"{self.stall.actors_line(self.fleet.running, self.fleet.target)}; "
                           f"replay table: {replay['size']} records, {replay['inserted']} inserted")
         return None
 
@@ -241,7 +242,6 @@ class Stall:
         self.cfg = cfg
         self.last = time.monotonic()
         self.noticed = -math.inf
-        self.running = self.target = 0
 
     def progress(self) -> None:
         self.last = time.monotonic()
@@ -251,13 +251,12 @@ class Stall:
 
     def notice(self, running: int, target: int) -> None:
         """Says which resources the actors wait for when none has run for NOTICE_EVERY_S."""
-        self.running, self.target = running, target
         if running == 0 and time.monotonic() - max(self.last, self.noticed) >= NOTICE_EVERY_S:
             self.noticed = time.monotonic()
-            print(f"distgfn: waiting: {self.actors_line()}", file=sys.stderr, flush=True)
+            print(f"distgfn: waiting: {self.actors_line(running, target)}", file=sys.stderr, flush=True)
 
-    def actors_line(self) -> str:
-        return (f"{self.running} of {self.target} rollout actors running; the others wait for a node with "
+    def actors_line(self, running: int, target: int) -> str:
+        return (f"{running} of {target} rollout actors running; the others wait for a node with "
                 f"{actor_needs(self.cfg)} free, or are being restarted")
 
 
