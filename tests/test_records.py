@@ -11,7 +11,8 @@ from distgfn.learning import Learner
 from distgfn.replay import parse_record
 from distgfn.rollout import RolloutWorker, encode_records
 
-CFG = ["env.options.height=5", "model.options.hidden=32"]
+# The learner on the CPU on any host: an index out of range on CUDA would poison the process's CUDA context.
+CFG = ["env.options.height=5", "model.options.hidden=32", "learner.device=cpu"]
 
 
 @pytest.fixture(scope="module")
