@@ -11,7 +11,7 @@ A task is an environment, a reward and a model; a run is rollout workers and a l
         actor.set_weights(*learner.weights())     # VariableSource -> Actor
         rollout = actor.sample()                  # trajectories -> rewards -> batch
         table.insert([parse_record(r) for r in encode_records(rollout, "a.0")])  # msgpack records
-        learner.update(stack_batches([read_record(r.data) for r in table.sample(16)]))
+        learner.update(training_batch([r.data for r in table.sample(16)]))
 
 `distgfn.serial` runs this loop in one process. The Ray runtime (`distgfn.driver`) puts the
 actors (a `distgfn.fleet.Fleet`), the replay table and the learner in separate processes; the

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from distgfn import checkpoint, runstate, wire
-from distgfn.batch import read_record, stack_batches
+from distgfn.batch import training_batch
 from distgfn.config import Config, cache_size
 from distgfn.evaluation import Sampled, make_evaluator
 from distgfn.learning import Learner
@@ -122,7 +122,7 @@ class SerialRun:
 
     def update(self, records: list) -> TrainStats:
         start, step = time.perf_counter(), self.learner.step
-        loss = self.learner.update(stack_batches([read_record(r.data) for r in records]))
+        loss = self.learner.update(training_batch([r.data for r in records]))
         lags = [step - r.version for r in records]
         return TrainStats(self.learner.step, 1, len(records), loss, min(lags), float(np.mean(lags)), max(lags),
                           0.0, time.perf_counter() - start)

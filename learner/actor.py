@@ -15,7 +15,7 @@ import ray
 import torch
 
 from distgfn import checkpoint
-from distgfn.batch import read_record, stack_batches
+from distgfn.batch import training_batch
 from distgfn.config import max_batch
 from distgfn.messages import Published, TrainStats
 from distgfn.learning import Learner
@@ -66,7 +66,7 @@ class LearnerActor:
                     continue
                 lags.extend(self.learner.step - version for version, _ in records)
                 trained += len(records)
-                batch = stack_batches([read_record(blob) for _, blob in records])
+                batch = training_batch([blob for _, blob in records])
                 losses.append(self.learner.update(batch))
                 if self.learner.step % self.cfg.learner.publish_every == 0:
                     self.publish()

@@ -151,7 +151,7 @@ def test_flow_matching_is_zero_for_exact_flows():
 
 @pytest.mark.parametrize("objective", [fm, tb, db])
 def test_records_through_the_wire_train_like_the_batch_they_came_from(objective):
-    from distgfn.batch import read_record, split_batch, write_record
+    from distgfn.batch import read_record, split_batch, training_batch, unique_rows, write_record
 
     env = HyperGrid(3, 4)
     model = TableModel(env)
@@ -160,7 +160,11 @@ def test_records_through_the_wire_train_like_the_batch_they_came_from(objective)
     whole = build_batch(env, trajs, log_r, with_parents=objective.NEEDS_PARENTS)
     parts = split_batch(whole)
     assert len(parts) == 40 and all(len(p["log_reward"]) == 1 for p in parts)
-    restacked = stack_batches([read_record(write_record(f"r{i}", 0, 0.0, p)) for i, p in enumerate(parts)])
+    blobs = [write_record(f"r{i}", 0, 0.0, p) for i, p in enumerate(parts)]
+    restacked = stack_batches([read_record(blob) for blob in blobs])
+    merged = training_batch(blobs)  # what the learner trains on: each distinct state once
+    assert len(merged["feats"]) == len(unique_rows(merged["feats"])[0]) < len(restacked["feats"])
     cpu = torch.device("cpu")
     expected = objective.loss(model, to_torch(whole, cpu), eps=1e-3, leaf_coef=3.0).item()
-    assert objective.loss(model, to_torch(restacked, cpu), eps=1e-3, leaf_coef=3.0).item() == pytest.approx(expected, rel=1e-6)
+    for batch in (restacked, merged):
+        assert objective.loss(model, to_torch(batch, cpu), eps=1e-3, leaf_coef=3.0).item() == pytest.approx(expected, rel=1e-6)

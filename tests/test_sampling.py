@@ -73,6 +73,21 @@ def test_numpy_policy_matches_the_model_through_training_and_new_weights(layers)
     np.testing.assert_allclose(model.numpy_policy(4)(coords), torch_logits(other, coords), rtol=1e-5, atol=1e-6)
 
 
+def test_mlp_first_layer_as_matmul_or_embedding_gives_the_same_outputs_and_gradients(monkeypatch):
+    from distgfn import models
+
+    coords = torch.from_numpy(np.random.default_rng(1).integers(0, 5, (64, 3)))
+    results = []
+    for largest in (0, 1024):  # 0: embedding lookups; 1024: the multi-hot matmul
+        monkeypatch.setattr(models, "MULTI_HOT_MAX", largest)
+        model = grid_model(2)
+        out = model(coords)
+        out.square().sum().backward()
+        results.append((out.detach(), model.embed.weight.grad.clone(), model.bias.grad.clone()))
+    for dense, sparse in zip(*results):
+        torch.testing.assert_close(dense, sparse, rtol=1e-5, atol=1e-5)
+
+
 def test_rollout_worker_samples_with_the_weights_it_was_given():
     from distgfn.config import load_config
     from distgfn.rollout import RolloutWorker
