@@ -327,3 +327,77 @@ def test_passes_the_env_consistency_check_that_train_runs(blocks):
 
     for min_fragments, max_fragments in ((1, 3), (2, 8)):
         assert check_env(FragmentEnv(blocks, min_fragments, max_fragments)) == []
+
+
+def padded_forward(model, states):
+    """The model's definition transcribed over padded (N, M) fragment arrays, as it was first
+    written: the oracle for the packed implementation (which skips padding and unused slots)."""
+    done, blocks, parents, slots = model.split(states)
+    n, m = blocks.shape
+    is_root = model.is_root
+    present, block, to_parent = blocks >= 0, blocks.clamp(min=0), parents.clamp(min=0)
+    live, child_live = present[:, :, None].double(), (present & (is_root == 0))[:, :, None].double()
+    edge = model.slot_embed(model.slot_index(block.gather(1, to_parent), slots.clamp(min=0), is_root[to_parent]))
+    h = (model.block_embed(block) + model.root_embed * is_root[:, None]) * live
+    index = to_parent[:, :, None].expand(-1, -1, h.shape[2])
+    for down, up, update, norm in zip(model.down, model.up, model.update, model.norm):
+        from_parent = torch.relu(down(torch.cat([h.gather(1, index), edge], dim=2))) * child_live
+        to_parents = torch.relu(up(torch.cat([h, edge], dim=2))) * child_live
+        from_children = torch.zeros_like(h).scatter_add(1, index, to_parents)
+        h = norm(h + torch.relu(update(torch.cat([h, from_parent, from_children], dim=2)))) * live
+    k = torch.arange(model.n_slots)
+    slot = model.slot_embed(model.slot_index(block[:, :, None], k, is_root[None, :, None].expand(n, m, 1)))
+    attach = model.slot_head(torch.cat([h[:, :, None].expand(-1, -1, model.n_slots, -1), slot], dim=3))
+    empty = ~present[:, 0]
+    attach[empty, 0, 0] = model.start_logits
+    pooled = (h.sum(dim=1) / present.sum(dim=1, keepdim=True).clamp(min=1)).where(~empty[:, None], model.empty_state)
+    stop_flow = model.readout(pooled + done[:, None] * model.done_embed)
+    return torch.cat([stop_flow[:, :1], attach.reshape(n, -1), stop_flow[:, 1:]], dim=1)
+
+
+class DenseOnly(torch.nn.Module):
+    """The same model without logits_at: flow matching then takes its dense path."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, states):
+        return self.model(states)
+
+
+def test_packed_model_equals_its_padded_definition_on_valid_actions(env):
+    torch.manual_seed(0)
+    model = FragmentGNN.for_env(env, hidden=16, layers=2).double()
+    states = torch.from_numpy(random_states(env, 40, seed=11))
+    valid = torch.cat([model.masks(states), torch.ones(len(states), 1, dtype=torch.bool)], dim=1)
+    valid[:, 0] = True  # the stop logit is defined on every state
+    with torch.no_grad():
+        packed, padded = model(states), padded_forward(model, states)
+        rows, actions = torch.nonzero(valid, as_tuple=True)
+        asked = model.logits_at(states, rows, actions)
+    torch.testing.assert_close(packed[valid], padded[valid], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(asked, packed[rows, actions], rtol=1e-10, atol=1e-10)
+
+
+def test_flow_matching_asks_only_the_logits_it_needs_and_gets_the_dense_loss(env):
+    """The learner's sparse path (logits_at) against the dense one: same loss, same gradients."""
+    from distgfn.batch import build_batch, to_torch
+    from distgfn.objectives import fm
+
+    torch.manual_seed(0)
+    model = FragmentGNN.for_env(env, hidden=16, layers=2).double()
+    trajs = random_trajectories(env, 12, seed=12)
+    batch = with_masks(model, to_torch(build_batch(env, trajs, np.linspace(-3.0, 1.0, 12), True), torch.device("cpu")))
+    batch["log_reward"] = batch["log_reward"].double()
+    grads = []
+    for net in (model, DenseOnly(model)):
+        model.zero_grad()
+        loss = fm.loss(net, batch, eps=2.5e-5, leaf_coef=10.0)
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    (sparse, sparse_grads), (dense, dense_grads) = grads
+    torch.testing.assert_close(sparse, dense, rtol=1e-10, atol=0)
+    assert len(sparse_grads) == len(dense_grads) > 10
+    for a, b in zip(sparse_grads, dense_grads):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)

@@ -13,13 +13,40 @@ fragments are numbered). Then:
 Output (N, n_actions + 1) in the env's action order: [stop, attach (f, k, j) flattened, log F].
 Columns of absent fragments (and of slots a block does not have) hold 0: the objectives mask
 invalid actions, and 0 rather than -inf keeps gradients through masked entries finite.
+`logits_at(states, rows, actions)` gives chosen entries of that output without the rest: flow
+matching needs a few hundred valid actions of each state and one action of each parent, not 5,041.
+
+Message passing runs on the fragments present only (a batch's trees are packed into one node
+list; most states are small trees), with each Linear layer's weight split by input rather than
+its inputs concatenated. tests/test_fragments.py checks it against the padded transcription.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 from torch import nn
+
+
+def mm(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """x @ weight.T: a bias-free slice of a Linear layer."""
+    return x @ weight.t()
+
+
+class Tree(NamedTuple):
+    """A batch of states after message passing: one row of h per fragment present."""
+
+    n: int  # states
+    h: torch.Tensor  # (V, hidden) node embeddings
+    row: torch.Tensor  # (V,) state of each node
+    frag: torch.Tensor  # (V,) its fragment number
+    block: torch.Tensor  # (V,) its block
+    is_root: torch.Tensor  # (V,) bool
+    node_of: torch.Tensor  # (N, M) node of (state, fragment), -1 where absent
+    n_frag: torch.Tensor  # (N,) fragments of each state
+    done: torch.Tensor  # (N,) bool
 
 
 class FragmentGNN(nn.Module):
@@ -71,49 +98,71 @@ class FragmentGNN(nn.Module):
         return (is_root * self.n_blocks + blocks) * self.n_slots + slots
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
-        done, blocks, parents, slots = self.split(states)
-        n = len(blocks)
-        # Fragments are numbered 0..n_f-1, so columns past the batch's largest tree are padding:
-        # the message passing skips them (most of a rollout's states are small trees).
-        m = max(int((blocks >= 0).sum(dim=1).max()), 1) if n else 1
-        blocks, parents, slots = blocks[:, :m], parents[:, :m], slots[:, :m]
-        is_root = self.is_root[:m]
-        present = blocks >= 0
-        block = blocks.clamp(min=0)
-        is_child = present & (is_root == 0)
-        to_parent = parents.clamp(min=0)
-        # Edge c -> parent_c is labelled with the parent's slot it uses.
-        edge = self.slot_embed(self.slot_index(block.gather(1, to_parent), slots.clamp(min=0),
-                                               is_root[to_parent]))
-        live = present[:, :, None].float()
-        child_live = is_child[:, :, None].float()
-        h = (self.block_embed(block) + self.root_embed * is_root[:, None]) * live
-        gather_index = to_parent[:, :, None].expand(-1, -1, h.shape[2])
-        for down, up, update, norm in zip(self.down, self.up, self.update, self.norm):
-            from_parent = torch.relu(down(torch.cat([h.gather(1, gather_index), edge], dim=2))) * child_live
-            to_parents = torch.relu(up(torch.cat([h, edge], dim=2))) * child_live
-            from_children = torch.zeros_like(h).scatter_add(1, gather_index, to_parents)
-            h = norm(h + torch.relu(update(torch.cat([h, from_parent, from_children], dim=2)))) * live
-
-        attach = self.attach_logits(h, present, block)
-        empty = ~present[:, 0]
-        first = torch.nonzero(empty).squeeze(1)
+        """(N, n_actions + 1): every action's logit, for sampling (the learner asks logits_at)."""
+        tree = self.trunk(states)
+        nodes, slots = torch.nonzero(self.slot_table[tree.is_root.long(), tree.block], as_tuple=True)
+        attach = tree.h.new_zeros(tree.n, self.max_fragments, self.n_slots, self.n_blocks)
+        attach = attach.index_put((tree.row[nodes], tree.frag[nodes], slots), self.slot_logits(tree, nodes, slots))
+        first = torch.nonzero(tree.n_frag == 0).squeeze(1)
         zero = torch.zeros_like(first)
         attach = attach.index_put((first, zero, zero), self.start_logits)
-        n_frag = present.sum(dim=1, keepdim=True)
-        pooled = (h.sum(dim=1) / n_frag.clamp(min=1)).where(~empty[:, None], self.empty_state)
-        stop_flow = self.readout(pooled + done[:, None] * self.done_embed)
-        return torch.cat([stop_flow[:, :1], attach.reshape(n, self.n_actions - 1), stop_flow[:, 1:]], dim=1)
+        stop_flow = self.stop_flow(tree)
+        return torch.cat([stop_flow[:, :1], attach.reshape(tree.n, self.n_actions - 1), stop_flow[:, 1:]], dim=1)
 
-    def attach_logits(self, h: torch.Tensor, present: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
-        """(N, M, K, n_blocks): the slot head on existing fragments only, zeros elsewhere."""
-        rows, frags = torch.nonzero(present, as_tuple=True)
-        k = torch.arange(self.n_slots, device=h.device)
-        slot = self.slot_embed(self.slot_index(block[rows, frags, None], k, self.is_root[frags, None]))
-        node = h[rows, frags, None].expand(-1, self.n_slots, -1)
-        logits = self.slot_head(torch.cat([node, slot], dim=2))
-        out = h.new_zeros(h.shape[0], self.max_fragments, self.n_slots, self.n_blocks)
-        return out.index_put((rows, frags), logits)
+    def logits_at(self, states: torch.Tensor, rows: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """forward(states)[rows, actions], computing only those entries: the slot head runs once
+        per (fragment, slot) asked for, not for every slot of every fragment."""
+        tree = self.trunk(states)
+        stop_flow = self.stop_flow(tree)
+        out = torch.where(actions == 0, stop_flow[rows, 0], stop_flow[rows, 1])
+        attach = torch.nonzero((actions > 0) & (actions < self.n_actions)).squeeze(1)
+        code = actions[attach] - 1
+        frag, slot, block = code // (self.n_slots * self.n_blocks), code // self.n_blocks % self.n_slots, code % self.n_blocks
+        start = tree.n_frag[rows[attach]] == 0  # "root block j" from the empty state
+        out = out.index_put((attach[start],), self.start_logits[block[start]])
+        grow = ~start
+        pairs, which = torch.unique(tree.node_of[rows[attach[grow]], frag[grow]] * self.n_slots + slot[grow],
+                                    return_inverse=True)
+        logits = self.slot_logits(tree, pairs // self.n_slots, pairs % self.n_slots)
+        return out.index_put((attach[grow],), logits[which, block[grow]])
+
+    def trunk(self, states: torch.Tensor) -> "Tree":
+        """Message passing over the fragments present (nodes, row-major), none for padding."""
+        done, blocks, parents, slots = self.split(states)
+        row, frag = torch.nonzero(blocks >= 0, as_tuple=True)
+        node_of = torch.full_like(blocks, -1)
+        node_of[row, frag] = torch.arange(len(row), device=states.device)
+        block, is_root = blocks[row, frag], frag == 0
+        child = torch.nonzero(~is_root).squeeze(1)
+        parent = node_of[row[child], parents[row[child], frag[child]]]
+        # Edge child -> parent is labelled with the parent's slot it uses.
+        edge = self.slot_embed(self.slot_index(block[parent], slots[row[child], frag[child]], is_root[parent].long()))
+        h = self.block_embed(block) + self.root_embed * is_root[:, None]
+        width = h.shape[1]
+        for down, up, update, norm in zip(self.down, self.up, self.update, self.norm):
+            # down(cat[h_parent, edge]) and update(cat[h, from_parent, from_children]), with the
+            # weights split by input instead of concatenating inputs; messages only on real edges.
+            from_parent = torch.relu(mm(h.index_select(0, parent), down.weight[:, :width])
+                                     + mm(edge, down.weight[:, width:]) + down.bias)
+            to_parent = torch.relu(mm(h.index_select(0, child), up.weight[:, :width])
+                                   + mm(edge, up.weight[:, width:]) + up.bias)
+            mixed = torch.addmm(update.bias, h, update.weight[:, :width].t())
+            mixed = mixed.index_add(0, child, mm(from_parent, update.weight[:, width : 2 * width]))
+            mixed = mixed.index_add(0, parent, mm(to_parent, update.weight[:, 2 * width :]))
+            h = norm(h + torch.relu(mixed))
+        n_frag = torch.bincount(row, minlength=len(blocks))
+        return Tree(len(blocks), h, row, frag, block, is_root, node_of, n_frag, done)
+
+    def stop_flow(self, tree: "Tree") -> torch.Tensor:
+        """(N, 2): the stop logit and log F(s) of each state."""
+        summed = tree.h.new_zeros(tree.n, tree.h.shape[1]).index_add(0, tree.row, tree.h)
+        pooled = (summed / tree.n_frag[:, None].clamp(min=1)).where(tree.n_frag[:, None] > 0, self.empty_state)
+        return self.readout(pooled + tree.done[:, None] * self.done_embed)
+
+    def slot_logits(self, tree: "Tree", nodes: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """(len(nodes), n_blocks): attach logits of every block at slot slots[i] of node nodes[i]."""
+        slot = self.slot_embed(self.slot_index(tree.block[nodes], slots, tree.is_root[nodes].long()))
+        return self.slot_head(torch.cat([tree.h[nodes], slot], dim=1))
 
     def masks(self, states: torch.Tensor) -> torch.Tensor:
         """(N, n_actions) bool, equal to FragmentEnv.masks: so a learner can rebuild masks from states."""

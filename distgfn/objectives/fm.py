@@ -34,28 +34,43 @@ class Options:
 
 
 def loss(model, batch: dict[str, torch.Tensor], eps: float, leaf_coef: float = 1.0, **_) -> torch.Tensor:
-    distinct = model(batch["feats"])
-    n = len(batch["row"])
-    q_out = masked_logits(distinct[batch["row"]], batch["masks"])
-    q_in = distinct[batch["parent_row"], batch["parent_action"]]
+    q_out, q_in = edge_flows(model, batch)
+    n, like = len(batch["row"]), {"device": q_out.device, "dtype": q_out.dtype}
 
     log_eps = math.log(eps) if eps > 0 else -math.inf
-    reward = torch.full((n, 1), -math.inf, device=distinct.device)
+    reward = torch.full((n,), -math.inf, **like)
     terminal = batch["terminal"]
-    reward[terminal, 0] = batch["log_reward"][batch["traj"][terminal]]
-    eps_col = torch.full((n, 1), log_eps, device=distinct.device)
-    outflow = torch.logsumexp(torch.cat([eps_col, reward, q_out], dim=1), dim=1)
-    inflow = torch.logaddexp(scatter_logsumexp(q_in, batch["parent_of"], n), eps_col[:, 0])
+    reward[terminal] = batch["log_reward"][batch["traj"][terminal]].to(q_out.dtype)
+    eps_col = torch.full((n,), log_eps, **like)
+    outflow = torch.logsumexp(torch.stack([eps_col, reward, q_out], dim=1), dim=1)
+    inflow = torch.logaddexp(scatter_logsumexp(q_in, batch["parent_of"], n), eps_col)
 
     sq = (inflow - outflow).pow(2)
     inner = ~batch["first"] & ~terminal
     return leaf_coef * sq[terminal].mean() + (sq[inner].mean() if inner.any() else 0.0)
 
 
+def edge_flows(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log sum over the valid actions a of each visited state s of exp Qlog(s, a), -inf where
+    none is valid; Qlog(parent, action) of each parent edge). A model with `logits_at`
+    (FragmentGNN: 5,041 actions, a few hundred valid) computes only the entries used."""
+    if not hasattr(model, "logits_at"):
+        distinct = model(batch["feats"])
+        q_out = torch.logsumexp(masked_logits(distinct[batch["row"]], batch["masks"]), dim=1)
+        return q_out, distinct[batch["parent_row"], batch["parent_action"]]
+    state, action = torch.nonzero(batch["masks"], as_tuple=True)
+    rows = torch.cat([batch["row"][state], batch["parent_row"]])
+    values = model.logits_at(batch["feats"], rows, torch.cat([action, batch["parent_action"]]))
+    n = len(batch["row"])
+    q_out = scatter_logsumexp(values[: len(state)], state, n)
+    any_valid = torch.zeros(n, dtype=torch.bool, device=q_out.device).index_fill(0, state, True)
+    return q_out.masked_fill(~any_valid, -math.inf), values[len(state) :]
+
+
 def scatter_logsumexp(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
     """out[i] = log sum_{k: index[k]=i} exp values[k]; -inf-like where no k has index i."""
-    top = torch.full((size,), -math.inf, device=values.device)
+    top = values.new_full((size,), -math.inf)
     top = top.scatter_reduce(0, index, values.detach(), reduce="amax").nan_to_num(neginf=0.0)
-    total = torch.zeros(size, device=values.device).index_add(0, index, torch.exp(values - top[index]))
+    total = values.new_zeros(size).index_add(0, index, torch.exp(values - top[index]))
     # Rows with a parent have total >= 1; the clamp only keeps s_0's unused row finite.
     return top + torch.log(total.clamp_min(1e-30))
