@@ -380,20 +380,23 @@ def test_packed_model_equals_its_padded_definition_on_valid_actions(env):
     torch.testing.assert_close(asked, packed[rows, actions], rtol=1e-10, atol=1e-10)
 
 
-def test_flow_matching_asks_only_the_logits_it_needs_and_gets_the_dense_loss(env):
+@pytest.mark.parametrize("objective", ["fm", "tb", "db"])
+def test_objectives_ask_only_the_logits_they_need_and_get_the_dense_loss(env, objective):
     """The learner's sparse path (logits_at) against the dense one: same loss, same gradients."""
     from distgfn.batch import build_batch, to_torch
-    from distgfn.objectives import fm
+    from distgfn.objectives import OBJECTIVES
 
     torch.manual_seed(0)
     model = FragmentGNN.for_env(env, hidden=16, layers=2).double()
     trajs = random_trajectories(env, 12, seed=12)
-    batch = with_masks(model, to_torch(build_batch(env, trajs, np.linspace(-3.0, 1.0, 12), True), torch.device("cpu")))
+    batch = build_batch(env, trajs, np.linspace(-3.0, 1.0, 12), OBJECTIVES[objective].NEEDS_PARENTS)
+    batch = with_masks(model, to_torch(batch, torch.device("cpu")))
     batch["log_reward"] = batch["log_reward"].double()
     grads = []
     for net in (model, DenseOnly(model)):
+        net.log_z = model.log_z  # TB's log Z
         model.zero_grad()
-        loss = fm.loss(net, batch, eps=2.5e-5, leaf_coef=10.0)
+        loss = OBJECTIVES[objective].loss(net, batch, eps=2.5e-5, leaf_coef=10.0)
         loss.backward()
         grads.append((loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
     (sparse, sparse_grads), (dense, dense_grads) = grads

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from distgfn.objectives.common import forward_log_probs, backward_log_probs
+from distgfn.objectives.common import backward_log_probs, policy_terms
 
 NEEDS_PARENTS = False
 
@@ -27,14 +27,13 @@ class Options:
 
 
 def loss(model, batch: dict[str, torch.Tensor], **_) -> torch.Tensor:
-    out = model(batch["feats"])[batch["row"]]
-    log_flow = out[:, -1]
+    log_pf, log_flow = policy_terms(model, batch, flows=True)
     moved = batch["action"] >= 0
     # Rows are trajectory-ordered, so the state after row i is row i + 1.
     after = torch.nonzero(moved).squeeze(1) + 1
     end_flow = torch.where(
         batch["terminal"][after], batch["log_reward"][batch["traj"][after]], log_flow[after]
     )
-    lhs = log_flow[moved] + forward_log_probs(out, batch)
+    lhs = log_flow[moved] + log_pf
     rhs = end_flow + backward_log_probs(batch)
     return (lhs - rhs).pow(2).mean()

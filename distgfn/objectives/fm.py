@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from distgfn.objectives.common import masked_logits
+from distgfn.objectives.common import masked_logits, scatter_logsumexp, valid_logsumexp
 
 NEEDS_PARENTS = True
 
@@ -52,25 +52,10 @@ def loss(model, batch: dict[str, torch.Tensor], eps: float, leaf_coef: float = 1
 
 def edge_flows(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """(log sum over the valid actions a of each visited state s of exp Qlog(s, a), -inf where
-    none is valid; Qlog(parent, action) of each parent edge). A model with `logits_at`
-    (FragmentGNN: 5,041 actions, a few hundred valid) computes only the entries used."""
+    none is valid; Qlog(parent, action) of each parent edge)."""
     if not hasattr(model, "logits_at"):
         distinct = model(batch["feats"])
         q_out = torch.logsumexp(masked_logits(distinct[batch["row"]], batch["masks"]), dim=1)
         return q_out, distinct[batch["parent_row"], batch["parent_action"]]
-    state, action = torch.nonzero(batch["masks"], as_tuple=True)
-    rows = torch.cat([batch["row"][state], batch["parent_row"]])
-    values = model.logits_at(batch["feats"], rows, torch.cat([action, batch["parent_action"]]))
-    n = len(batch["row"])
-    q_out = scatter_logsumexp(values[: len(state)], state, n)
-    any_valid = torch.zeros(n, dtype=torch.bool, device=q_out.device).index_fill(0, state, True)
-    return q_out.masked_fill(~any_valid, -math.inf), values[len(state) :]
-
-
-def scatter_logsumexp(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
-    """out[i] = log sum_{k: index[k]=i} exp values[k]; -inf-like where no k has index i."""
-    top = values.new_full((size,), -math.inf)
-    top = top.scatter_reduce(0, index, values.detach(), reduce="amax").nan_to_num(neginf=0.0)
-    total = values.new_zeros(size).index_add(0, index, torch.exp(values - top[index]))
-    # Rows with a parent have total >= 1; the clamp only keeps s_0's unused row finite.
-    return top + torch.log(total.clamp_min(1e-30))
+    every = torch.arange(len(batch["row"]), device=batch["row"].device)
+    return valid_logsumexp(model, batch, every, batch["parent_row"], batch["parent_action"])

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from distgfn.objectives.common import forward_log_probs, backward_log_probs
+from distgfn.objectives.common import backward_log_probs, policy_terms
 
 NEEDS_PARENTS = False
 
@@ -32,11 +32,11 @@ class Options:
 
 
 def loss(model, batch: dict[str, torch.Tensor], **_) -> torch.Tensor:
-    out = model(batch["feats"])[batch["row"]]
+    log_pf, _ = policy_terms(model, batch)
     n_traj = len(batch["log_reward"])
     moved = batch["action"] >= 0
     not_first = ~batch["first"]
-    zeros = torch.zeros(n_traj, device=out.device)
-    sum_pf = zeros.index_add(0, batch["traj"][moved], forward_log_probs(out, batch))
-    sum_pb = zeros.index_add(0, batch["traj"][not_first], backward_log_probs(batch))
+    zeros = log_pf.new_zeros(n_traj)
+    sum_pf = zeros.index_add(0, batch["traj"][moved], log_pf)
+    sum_pb = zeros.index_add(0, batch["traj"][not_first], backward_log_probs(batch).to(zeros.dtype))
     return (model.log_z + sum_pf - batch["log_reward"] - sum_pb).pow(2).mean()
