@@ -4,6 +4,8 @@
     python benchmarks/seh.py throughput   # molecules/s end to end on Ray with 1 and 2 rollout actors
     python benchmarks/seh.py learning     # top-100 reward and modes against molecules generated,
                                           # trained (configs/seh.yaml) against a uniform random policy
+    python benchmarks/seh.py objectives   # FM, TB and DB on configs/seh.yaml, the same molecule
+                                          # budget: top-100 reward, modes and wall time, side by side
 
 Data: DISTGFN_DATA_DIR (or --data-dir) pointing at the sEH files, or `distgfn data fetch seh`.
 One torch thread everywhere, as the actors use.
@@ -96,7 +98,7 @@ def throughput(data_dir, steps: int = 400) -> None:
 
 def learning(data_dir, molecules: int = 100_000) -> None:
     """The trained policy against a uniform random one, on the same molecule budget."""
-    trained = train_for(data_dir, molecules)
+    trained, _ = train_for(data_dir, molecules)
     baseline = random_policy(data_dir, molecules)
     print("learning curve, sEH proxy, beta 8 (top-100 mean R and modes; mode: R >= 0.9375, i.e. proxy >= 7.5,"
           " Tanimoto < 0.7)")
@@ -114,15 +116,45 @@ def checkpoints(total: int) -> list[int]:
     return sorted({min(total, p) for p in (1000, 5000, 10_000, 25_000, 50_000, 100_000, total)})
 
 
-def train_for(data_dir, molecules: int) -> list[dict]:
+OBJECTIVE_OPTIONS = {"fm": "objective.options={leaf_coef: 10.0}", "tb": "objective.options={}", "db": "objective.options={}"}
+
+
+def objectives(data_dir, molecules: int, names: list[str]) -> None:
+    """Each objective on configs/seh.yaml (its FM options only for FM), the same molecule budget,
+    one run after the other on the same embedded cluster settings."""
+    runs = {}
+    for name in names:
+        rows, metrics = train_for(data_dir, molecules, f"objective.name={name}", OBJECTIVE_OPTIONS[name])
+        runs[name] = (rows, metrics)
+    print(f"objectives on configs/seh.yaml (Ray, 2 CPUs), {molecules} molecules each: top-100 mean R, modes "
+          f"(R >= 0.9375, Tanimoto < 0.7) and wall seconds since the start of training")
+    print(f"  {'molecules':>9s} | " + " | ".join(f"{n:>3s} top100  modes  wall" for n in names))
+    for point in checkpoints(molecules):
+        cells = []
+        for name in names:
+            rows, metrics = runs[name]
+            top, modes = curve_point(rows, point)
+            cells.append(f"{'':3s} {fmt(top):>6s} {modes:6d} {wall_at(metrics, point):5.0f}")
+        print(f"  {point:9d} | " + " | ".join(cells))
+
+
+def wall_at(metrics: list[dict], molecules: int) -> float:
+    """Wall seconds when the run had generated `molecules`, interpolated between metrics rows."""
+    points = [(0, 0.0)] + [(r["trajectories"], r["wall_s"]) for r in metrics]
+    return float(np.interp(molecules, [p[0] for p in points], [p[1] for p in points]))
+
+
+def train_for(data_dir, molecules: int, *overrides) -> tuple[list[dict], list[dict]]:
+    """(scored molecules in the order generated, metrics rows) of one Ray run of configs/seh.yaml."""
     import ray
 
     from distgfn import driver
     from distgfn.chem.tracking import read_molecules
+    from distgfn.metrics import read_metrics
 
     cfg = config(data_dir)
     steps = -(-molecules // cfg.sampler.batch_size)
-    cfg = config(data_dir, f"learner.steps={steps}", "checkpoint.every=0", "log.every=100")
+    cfg = config(data_dir, f"learner.steps={steps}", "checkpoint.every=0", "log.every=100", *overrides)
     run = Path(tempfile.mkdtemp(prefix="seh-bench-"))
     start = time.perf_counter()
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
@@ -133,8 +165,8 @@ def train_for(data_dir, molecules: int) -> list[dict]:
                      if row["step"] % 1000 == 0 else None)
     finally:
         ray.shutdown()
-    print(f"  trained run: {time.perf_counter() - start:.0f} s, run directory {run}")
-    return [m for m in read_molecules(run / "molecules.jsonl") if "reward" in m]
+    print(f"  trained run ({cfg.objective.name}): {time.perf_counter() - start:.0f} s, run directory {run}")
+    return [m for m in read_molecules(run / "molecules.jsonl") if "reward" in m], read_metrics(run / "metrics.jsonl")
 
 
 def random_policy(data_dir, molecules: int) -> list[dict]:
@@ -167,9 +199,10 @@ def curve_point(rows: list[dict], n: int) -> tuple[float | None, int]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("part", choices=["split", "throughput", "learning", "all"])
+    p.add_argument("part", choices=["split", "throughput", "learning", "objectives", "all"])
     p.add_argument("--data-dir", help="sEH data directory (default: DISTGFN_DATA_DIR or the user cache)")
-    p.add_argument("--molecules", type=int, default=100_000, help="learning: molecule budget")
+    p.add_argument("--molecules", type=int, default=100_000, help="learning, objectives: molecule budget")
+    p.add_argument("--objectives", nargs="+", default=["fm", "tb", "db"], choices=sorted(OBJECTIVE_OPTIONS))
     args = p.parse_args()
     torch.set_num_threads(1)
     if args.part in ("split", "all"):
@@ -179,6 +212,8 @@ def main() -> None:
         throughput(args.data_dir)
     if args.part in ("learning", "all"):
         learning(args.data_dir, args.molecules)
+    if args.part in ("objectives", "all"):
+        objectives(args.data_dir, args.molecules, args.objectives)
 
 
 if __name__ == "__main__":

@@ -136,16 +136,18 @@ class Rows:
     def make(self, step: int, replay: dict, counts: Counts, log_policy=None) -> Row:
         """The row at `step`: the run's counts, the interval's rates, the evaluator's figures,
         and l1_exact and the like when `log_policy` (states -> log pi(a|s)) is given. The next
-        interval starts after the evaluation, so its rates leave the evaluation's time out."""
+        interval's rates are taken before the evaluation and the next interval starts after it,
+        so no rate counts the evaluation's time."""
+        counts = dataclasses.asdict(counts)
+        rates = self.interval.summary(replay, counts["actors"])
         evaluation = self.evaluator.sampled_metrics()
         if log_policy is not None and self.evaluator.exact:
             evaluation.update(self.evaluator.exact_metrics(log_policy))
-        counts = dataclasses.asdict(counts)
         running = counts.pop("actors_running")
         running = counts["actors"] if running is None else running
         row = Row(step=step, wall_s=round(self.wall_s(), 3), lost_actor_calls=self.interval.lost_calls,
                   actors_running=running, actors_pending=counts["actors"] - running, **counts,
-                  **self.interval.summary(replay, counts["actors"]), evaluation=evaluation)
+                  **rates, evaluation=evaluation)
         self.restart(step, replay)
         return row
 

@@ -166,3 +166,35 @@ def test_a_metrics_row_is_one_typed_definition_that_both_runtimes_write(finished
     line = Row(**{k: row[k] for k in fixed}, cache={"hits": 3}, reward_workers=2).to_dict()
     assert line["reward_cache_hits"] == 3 and line["reward_workers"] == 2
     assert Counts(5, actors=1).cache is None
+
+
+def test_a_rows_rates_leave_the_evaluation_out(monkeypatch):
+    """The interval's rates are taken before the evaluation that the row also carries: an
+    evaluation that takes (a fake clock's) 100 s does not lower traj_per_s or updates_per_s."""
+    from distgfn import rows as rows_module
+    from distgfn.config import load_config
+    from distgfn.messages import TrainStats
+    from distgfn.rows import Counts, Rows
+
+    clock = [1000.0]
+    monkeypatch.setattr(rows_module.time, "perf_counter", lambda: clock[0])
+
+    class SlowEvaluator:
+        exact = True
+
+        def sampled_metrics(self):
+            return {}
+
+        def exact_metrics(self, log_policy):
+            clock[0] += 100.0
+            return {"l1_exact": 0.5}
+
+    rows = Rows(load_config(None, []), env=None, evaluator=SlowEvaluator())
+    rows.restart(0, {"inserted": 0, "sampled": 0})
+    clock[0] += 2.0
+    rows.add_update(TrainStats(step=10, updates=10, records=160, loss=1.0, lag_min=0, lag_mean=0.0, lag_max=0,
+                               wait_s=0.0, busy_s=1.0))
+    replay = {"inserted": 160, "sampled": 160, "size": 0, "dropped_stale": 0, "fraction_trained": 1.0}
+    row = rows.make(10, replay, Counts(160, actors=1), log_policy=lambda states: None).to_dict()
+    assert row["l1_exact"] == 0.5
+    assert row["traj_per_s"] == 80.0 and row["updates_per_s"] == 5.0
