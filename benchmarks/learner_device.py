@@ -5,7 +5,9 @@
 Each model trains on batches recorded once from its rollout worker (configs/hypergrid-4d.yaml
 and configs/seh.yaml, the sEH proxy's data from --data-dir or $DISTGFN_DATA_DIR), stacked and
 decoded as the learner actor does, on the CPU with one thread and, where CUDA is present, on
-the GPU. Prints updates/s and trajectories/s for each (model, device, batch).
+the GPU. Prints updates/s and trajectories/s for each (model, device, batch), and, where CUDA is
+present, a short serial training run of configs/hypergrid-4d.yaml with `learner.device: cuda`
+beside the same run on the CPU.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
 
-from distgfn.batch import read_record, stack_batches  # noqa: E402
+from distgfn.batch import training_batch  # noqa: E402
 from distgfn.config import load_config  # noqa: E402
 from distgfn.learning import Learner  # noqa: E402
 from distgfn.rollout import RolloutWorker, encode_records  # noqa: E402
@@ -41,7 +43,7 @@ def updates_per_s(cfg, records: list[bytes], batch: int, seconds: float) -> floa
     batches = [records[i:i + batch] for i in range(0, len(records) - batch + 1, batch)]
 
     def step(i):
-        learner.update(stack_batches([read_record(b) for b in batches[i % len(batches)]]))
+        learner.update(training_batch(batches[i % len(batches)]))
 
     for i in range(2):
         step(i)
@@ -54,6 +56,22 @@ def updates_per_s(cfg, records: list[bytes], batch: int, seconds: float) -> floa
     if learner.device.type == "cuda":
         torch.cuda.synchronize()
     return done / (time.perf_counter() - start)
+
+
+def training_run(device: str, steps: int = 1000) -> str:
+    """A short serial run of hypergrid-4d with the learner on `device`: its speed and l1_exact."""
+    import tempfile
+
+    from distgfn import serial
+    from distgfn.metrics import read_metrics
+
+    cfg = load_config(CONFIGS / "hypergrid-4d.yaml", [f"learner.device={device}", f"learner.steps={steps}",
+                                                      f"log.every={steps}", f"eval.every={steps}"])
+    with tempfile.TemporaryDirectory() as run:
+        learner = serial.train(cfg, Path(run), progress=lambda row, total: None)
+        (row,) = read_metrics(Path(run) / "metrics.jsonl")
+    return (f"hypergrid-4d serial, learner on {learner.device}: {steps} updates, {row['traj_per_s']:.0f} traj/s, "
+            f"l1_exact {row['l1_exact']:.4f}")
 
 
 def main() -> None:
@@ -79,6 +97,11 @@ def main() -> None:
                 rate = updates_per_s(cfg, records, batch, args.seconds)
                 print(f"{name:30s} {device:5s} batch {batch:4d}: {rate:8.1f} updates/s = {rate * batch:9.0f} traj/s",
                       flush=True)
+    if "cuda" in devices:
+        for device in devices:
+            print(training_run(device), flush=True)
+    else:
+        print("no CUDA device here: the GPU figures and the learner.device=cuda training run are not measured")
 
 
 if __name__ == "__main__":

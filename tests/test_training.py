@@ -140,3 +140,20 @@ def test_a_serial_run_whose_oracle_goes_down_keeps_a_checkpoint_and_the_model(tm
         serial.train(cfg, tmp_path, progress=stop_the_oracle_at_20)
     assert checkpoint.load_latest(tmp_path / "checkpoints")[0] == 20
     assert (tmp_path / "model.pt").exists()
+
+
+def test_learner_device_auto_falls_back_to_the_cpu_and_cuda_without_a_gpu_says_so(tmp_path, monkeypatch):
+    """As on a host without CUDA (whether or not this one has a GPU): `auto` trains on the CPU,
+    and an explicit `cuda` is refused at start with the setting named."""
+    import torch
+
+    from distgfn.models import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device("auto") == torch.device("cpu")
+    cfg = load_config(CONFIG, ["learner.steps=20", "log.every=20", "eval.every=20", "learner.device=auto"])
+    learner = serial.train(cfg, tmp_path, progress=quiet)
+    assert learner.device.type == "cpu" and learner.step == 20
+    assert all(p.device.type == "cpu" for p in learner.model.parameters())
+    with pytest.raises(RuntimeError, match="learner.device='cuda' but no CUDA device is available"):
+        serial.train(load_config(CONFIG, ["learner.device=cuda"]), tmp_path / "cuda", progress=quiet)
