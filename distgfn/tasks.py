@@ -241,6 +241,27 @@ def check_model_output(cfg: Config, env, model) -> None:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise PluginError(f"model: {name} returned {shape} for 2 states; it must return (n, n_actions + 1) = "
                           f"(2, {env.n_actions + 1})")
+    if hasattr(model, "logits_at"):
+        check_logits_at(name, env, model, out)
+
+
+def check_logits_at(name: str, env, model, out) -> None:
+    """A model's optional logits_at(features, rows, actions) must equal its forward's entries
+    (the objectives use it instead of the forward): checked on s0's valid actions and log F."""
+    import torch
+
+    states = env.initial_states(2)
+    rows, actions = np.nonzero(np.concatenate([env.masks(states), np.ones((2, 1), dtype=bool)], axis=1))
+    rows, actions = torch.from_numpy(rows), torch.from_numpy(actions)
+    try:
+        with torch.no_grad():
+            picked = model.logits_at(torch.from_numpy(env.featurize(states)), rows, actions)
+    except Exception as e:
+        raise PluginError(f"model: {name} logits_at raised {type(e).__name__}: {e}") from None
+    if not isinstance(picked, torch.Tensor) or picked.shape != rows.shape or not torch.allclose(
+            picked, out[rows, actions], rtol=1e-4, atol=1e-5):
+        raise PluginError(f"model: {name} logits_at(features, rows, actions) differs from forward(features)[rows, "
+                          f"actions] on s0's valid actions; it must return the same entries")
 
 
 def context(cfg: Config, env=None) -> dict:

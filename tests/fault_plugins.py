@@ -82,6 +82,21 @@ class WrongShape(torch.nn.Module):
         return self.scale * torch.zeros(len(features), self.n_actions)
 
 
+class WrongLogitsAt(torch.nn.Module):
+    """A model whose optional logits_at does not give its forward's entries."""
+
+    def __init__(self, env):
+        super().__init__()
+        self.n_actions = env.n_actions
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, features):
+        return self.scale * torch.zeros(len(features), self.n_actions + 1)
+
+    def logits_at(self, features, rows, actions):
+        return self.scale * torch.ones(len(rows))
+
+
 class Plain(Sequences):
     """An env that declares no capability: TB trains on it, metrics are empirical."""
 

@@ -67,6 +67,9 @@ BAD_INPUT = [
     (MOTIFS, ["model.options.hidden=0"], "model: mlp(hidden=0, layers=2) raised ValueError: mlp needs hidden >= 1"),
     (MOTIFS, ["model.name=fault_plugins:WrongShape", "model.options={}"],
      "model: fault_plugins:WrongShape returned (2, 3) for 2 states; it must return (n, n_actions + 1) = (2, 4)"),
+    (MOTIFS, ["model.name=fault_plugins:WrongLogitsAt", "model.options={}"],
+     "model: fault_plugins:WrongLogitsAt logits_at(features, rows, actions) differs from forward(features)[rows, "
+     "actions]"),
 ]
 
 
