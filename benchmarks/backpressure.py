@@ -1,6 +1,7 @@
 """Every scored trajectory trained on: whole runs (learner included), the way a user runs them.
 
     python benchmarks/backpressure.py throughput   # 1 vs 8 actors at 50 ms, 1 vs 16 at 200 ms
+    python benchmarks/backpressure.py throughput --policies keep   # the default policy only
     python benchmarks/backpressure.py learning     # l1_exact against scored trajectories
 
 Each run is `distgfn train configs/hypergrid-4d.yaml` with `runtime: ray` (or serial), side by
@@ -64,14 +65,14 @@ def steady(rows: list[dict]) -> dict:
             "batch": sum(r["batch_mean"] or 0 for r in later) / len(later)}
 
 
-def throughput(seconds: float = 45.0) -> None:
+def throughput(seconds: float = 45.0, policies=tuple(POLICIES)) -> None:
     """Trajectories/s of n actors against n times one actor's, learner included."""
     print(f"throughput (HyperGrid ndim 4, FM, batches of 16, learner included, {seconds:.0f} s per run, "
           f"{os.cpu_count()} cores)")
     for latency, counts in ((50, (1, 8)), (200, (1, 16))):
         base = None
         for n in counts:
-            for policy in ("keep", "grow", "drop") if n > 1 else ("keep",):
+            for policy in policies if n > 1 else ("keep",):
                 rows = run(["runtime=ray", f"actors.num={n}", "actors.cpus=0.1", f"reward.latency_ms={latency}",
                             "learner.steps=1000000", "log.every=50", "eval.every=0"] + POLICIES[policy],
                            stop=lambda row: row["wall_s"] >= seconds)
@@ -110,11 +111,12 @@ PARTS = {"throughput": throughput, "learning": learning}
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("parts", nargs="*", choices=[*PARTS, []], default=list(PARTS))
+    p.add_argument("--policies", nargs="+", choices=list(POLICIES), default=list(POLICIES), help="throughput: which")
     args = p.parse_args()
     ray.init(address="local", num_cpus=4, include_dashboard=False, runtime_env=WORKER_ENV, log_to_driver=False)
     try:
         for name in args.parts:
-            PARTS[name]()
+            PARTS[name](policies=args.policies) if name == "throughput" else PARTS[name]()
     finally:
         ray.shutdown()
 
