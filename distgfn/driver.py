@@ -192,7 +192,8 @@ class ControlLoop:
             if crossed(previous, self.step, self.cfg.checkpoint.every):
                 self.checkpoints.save(self.roles)
 
-    def counts(self) -> Counts:
+    def counts(self, replay: dict) -> Counts:
+        self.fleet.saw_inserts(replay["inserted_by"])
         return Counts(self.checkpoints.trajectories_before, self.num_actors, actors_running=self.fleet.running,
                       actor_failures=self.past_actor_failures + self.fleet.failures, role_restarts=self.role_restarts,
                       reward_unavailable=sum(why is not None for why in self.fleet.unavailable().values()),
@@ -292,23 +293,24 @@ class RayRows:
         self.run_name = run_dir.resolve().name
 
     def on_update(self, stats: TrainStats, previous: int, roles: Roles, counts) -> dict | None:
-        """Adds a learner call; returns the row written, if one was due. `counts()` gives the
-        run's Counts, without the trajectories of this replay table."""
+        """Adds a learner call; returns the row written, if one was due. `counts(replay)` gives
+        the run's Counts from the replay table's stats, without the trajectories of this table."""
         self.rows.add_update(stats)
         step, last = stats.step, stats.step == self.cfg.learner.steps
         if not (last or crossed(previous, step, self.cfg.log.every)):
             return None
         evaluate = last or crossed(previous, step, self.cfg.eval.every)
-        row = self.make(step, roles, counts(), stats.published.weights if evaluate else None).to_dict()
+        row = self.make(step, roles, counts, stats.published.weights if evaluate else None).to_dict()
         self.log.write(row)
         self.ray_metrics = self.ray_metrics or RayMetrics(self.run_name)
         self.ray_metrics.record(row)
         self.progress(row, self.cfg.learner.steps)
         return row
 
-    def make(self, step: int, roles: Roles, counts: Counts, weights) -> Row:
+    def make(self, step: int, roles: Roles, counts_of, weights) -> Row:
         timeout = self.cfg.ray.progress_timeout_s
         replay = ray.get(roles.replay.stats.remote(), timeout=timeout)
+        counts = counts_of(replay)
         counts.trajectories += replay["inserted"]
         if roles.cache is not None:
             counts.cache = ray.get(roles.cache.stats.remote(), timeout=timeout)

@@ -38,7 +38,10 @@ class Member:
     leaving: bool = False  # scaled away: its next call is a drain, then it goes
     retry_at: float | None = None  # when to call it again (while restarting)
     unavailable: str | None = None  # why its reward service was down, at its last report
-    running: bool = False  # its last call returned a report (else: not placed or started yet, or dead)
+    # Its last call returned a report, or the replay table got records from it since the last
+    # look (a first call still sampling counts); else not placed or started yet, or dead.
+    running: bool = False
+    inserted: int = 0  # records the replay table has taken from it (under this name), at the last look
 
 
 class Fleet:
@@ -63,6 +66,14 @@ class Fleet:
         """The actors that stay and whose last call returned (the others wait for a node, start,
         or are being restarted)."""
         return sum(m.running and not m.leaving for m in self.members.values())
+
+    def saw_inserts(self, inserted_by: dict[str, int]) -> None:
+        """The replay table's records by actor name: an actor whose count grew is sampling."""
+        for name, member in self.members.items():
+            count = inserted_by.get(name, 0)
+            if count > member.inserted and not member.restarting:
+                member.running = True
+            member.inserted = count
 
     def handles(self) -> list:
         return [m.handle for m in self.members.values()]
