@@ -82,13 +82,8 @@ class WrongShape(torch.nn.Module):
         return self.scale * torch.zeros(len(features), self.n_actions)
 
 
-class WrongLogitsAt(torch.nn.Module):
-    """A model whose optional logits_at does not give its forward's entries."""
-
-    def __init__(self, env):
-        super().__init__()
-        self.n_actions = env.n_actions
-        self.scale = torch.nn.Parameter(torch.ones(()))
+class WrongLogitsAt(WrongShape):
+    """A model of the right shape whose optional logits_at does not give its forward's entries."""
 
     def forward(self, features):
         return self.scale * torch.zeros(len(features), self.n_actions + 1)
