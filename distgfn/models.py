@@ -44,8 +44,9 @@ class MLP(nn.Module):
         index = coords + self.offsets
         vocabulary = self.embed.num_embeddings
         if vocabulary <= MULTI_HOT_MAX:  # a matmul: embedding's backward is a slow scatter on CPU
-            multi_hot = torch.zeros(len(index), vocabulary, device=index.device).scatter_(1, index, 1.0)
-            h = torch.addmm(self.bias, multi_hot, self.embed.weight)
+            weight = self.embed.weight
+            multi_hot = weight.new_zeros(len(index), vocabulary).scatter_(1, index, 1.0)
+            h = torch.addmm(self.bias, multi_hot, weight)
         else:
             h = self.embed(index).sum(dim=1) + self.bias
         return self.body(h)
