@@ -298,9 +298,13 @@ def test_a_killed_rollout_actor_restarts_with_current_weights_and_the_run_comple
 
     def kill_one_actor_at_100(row, total):
         if row["step"] == 100:
-            actor = loop.fleet.handles()[0]
-            killed["version_before"] = ray.get(actor.version.remote())
-            ray.kill(actor, no_restart=False)  # the process dies; Ray may restart it
+            name, member = next(iter(loop.fleet.members.items()))
+            killed["version_before"] = ray.get(member.handle.version.remote())
+            ray.kill(member.handle, no_restart=False)  # the process dies; Ray may restart it
+            # The run goes on once the killed actor's call has failed, so the driver sees the
+            # death however fast the learner reaches learner.steps (bounded wait).
+            call = next(ref for ref, owner in loop.fleet.calls.items() if owner == name)
+            assert ray.wait([call], timeout=60)[0], "the killed actor's call did not fail within 60 s"
 
     loop = driver.ControlLoop(cfg, tmp_path, progress=kill_one_actor_at_100)
     try:
