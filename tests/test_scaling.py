@@ -217,7 +217,11 @@ def test_an_actor_dead_past_its_restarts_leaves_the_fleet_and_the_run_goes_on(ra
 
     def kill_one_at_50(row, total):
         if row["step"] == 50:
-            ray_cluster.kill(job.loop.fleet.handles()[0])  # no restart left: dead for good
+            name, member = next(iter(job.loop.fleet.members.items()))
+            ray_cluster.kill(member.handle)  # no restart left: dead for good
+            # The run goes on once its call has failed, so the driver sees the death before the end.
+            call = next(ref for ref, owner in job.loop.fleet.calls.items() if owner == name)
+            assert ray_cluster.wait([call], timeout=60)[0], "the killed actor's call did not fail within 60 s"
 
     job = Background(cfg, tmp_path, progress=kill_one_at_50)
     job.thread.start()
