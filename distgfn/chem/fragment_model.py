@@ -43,7 +43,7 @@ class Tree(NamedTuple):
     row: torch.Tensor  # (V,) state of each node
     frag: torch.Tensor  # (V,) its fragment number
     block: torch.Tensor  # (V,) its block
-    is_root: torch.Tensor  # (V,) bool
+    is_root: torch.Tensor  # (V,) 1 for a root fragment, else 0
     node_of: torch.Tensor  # (N, M) node of (state, fragment), -1 where absent
     n_frag: torch.Tensor  # (N,) fragments of each state
     done: torch.Tensor  # (N,) bool
@@ -100,7 +100,7 @@ class FragmentGNN(nn.Module):
     def forward(self, states: torch.Tensor) -> torch.Tensor:
         """(N, n_actions + 1): every action's logit, for sampling (the learner asks logits_at)."""
         tree = self.trunk(states)
-        nodes, slots = torch.nonzero(self.slot_table[tree.is_root.long(), tree.block], as_tuple=True)
+        nodes, slots = torch.nonzero(self.slot_table[tree.is_root, tree.block], as_tuple=True)
         attach = tree.h.new_zeros(tree.n, self.max_fragments, self.n_slots, self.n_blocks)
         attach = attach.index_put((tree.row[nodes], tree.frag[nodes], slots), self.slot_logits(tree, nodes, slots))
         first = torch.nonzero(tree.n_frag == 0).squeeze(1)
@@ -132,11 +132,11 @@ class FragmentGNN(nn.Module):
         row, frag = torch.nonzero(blocks >= 0, as_tuple=True)
         node_of = torch.full_like(blocks, -1)
         node_of[row, frag] = torch.arange(len(row), device=states.device)
-        block, is_root = blocks[row, frag], frag == 0
-        child = torch.nonzero(~is_root).squeeze(1)
+        block, is_root = blocks[row, frag], self.is_root[frag]
+        child = torch.nonzero(frag > 0).squeeze(1)
         parent = node_of[row[child], parents[row[child], frag[child]]]
         # Edge child -> parent is labelled with the parent's slot it uses.
-        edge = self.slot_embed(self.slot_index(block[parent], slots[row[child], frag[child]], is_root[parent].long()))
+        edge = self.slot_embed(self.slot_index(block[parent], slots[row[child], frag[child]], is_root[parent]))
         h = self.block_embed(block) + self.root_embed * is_root[:, None]
         width = h.shape[1]
         for down, up, update, norm in zip(self.down, self.up, self.update, self.norm):
@@ -161,7 +161,7 @@ class FragmentGNN(nn.Module):
 
     def slot_logits(self, tree: "Tree", nodes: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
         """(len(nodes), n_blocks): attach logits of every block at slot slots[i] of node nodes[i]."""
-        slot = self.slot_embed(self.slot_index(tree.block[nodes], slots, tree.is_root[nodes].long()))
+        slot = self.slot_embed(self.slot_index(tree.block[nodes], slots, tree.is_root[nodes]))
         return self.slot_head(torch.cat([tree.h[nodes], slot], dim=1))
 
     def masks(self, states: torch.Tensor) -> torch.Tensor:
