@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from actor_faults import kill_during_a_call
 
 from distgfn import driver, roles
 from distgfn.config import load_config
@@ -293,31 +294,30 @@ def answer_when_back(ray, call, timeout_s):
 def test_a_killed_rollout_actor_restarts_with_current_weights_and_the_run_completes(ray_cluster, tmp_path):
     ray = ray_cluster
     cfg = load_config(None, ["learner.steps=300", "log.every=50", "eval.every=150", "replay.min_size=16",
-                             "actors.report_every_s=0.2"])
-    killed = {}
+                             "actors.report_every_s=0.2",
+                             # no rate limit: after the run, the restarted actor's insert is not held back
+                             "replay.samples_per_insert=null"])
+    lost = []  # (actor name, step) of a kill that cost a call in flight
 
-    def kill_one_actor_at_100(row, total):
-        if row["step"] == 100:
-            name, member = next(iter(loop.fleet.members.items()))
-            killed["version_before"] = ray.get(member.handle.version.remote())
-            ray.kill(member.handle, no_restart=False)  # the process dies; Ray may restart it
-            # The run goes on once the killed actor's call has failed, so the driver sees the
-            # death however fast the learner reaches learner.steps (bounded wait).
-            call = next(ref for ref, owner in loop.fleet.calls.items() if owner == name)
-            assert ray.wait([call], timeout=60)[0], "the killed actor's call did not fail within 60 s"
+    def kill_an_actor_from_100(row, total):
+        if row["step"] >= 100 and not lost:  # until a kill lands while a call is in flight
+            killed = kill_during_a_call(ray, loop.fleet)
+            if killed and killed[1]:
+                lost.append((killed[0], row["step"]))
 
-    loop = driver.ControlLoop(cfg, tmp_path, progress=kill_one_actor_at_100)
+    loop = driver.ControlLoop(cfg, tmp_path, progress=kill_an_actor_from_100)
     try:
         loop.start()
         loop.run()
-        actor = loop.fleet.handles()[0]
+        assert lost, "no kill landed while one of the actor's calls was in flight"
+        actor = loop.fleet.members[lost[0][0]].handle
         first_batch = answer_when_back(ray, lambda: actor.run.remote(0.0), timeout_s=60)
     finally:
         loop.close()
     rows = read_metrics(tmp_path / "metrics.jsonl")
     assert [r["step"] for r in rows] == [50, 100, 150, 200, 250, 300]
     assert rows[-1]["actor_failures"] >= 1 and sum(r["lost_actor_calls"] for r in rows) >= 1
-    assert first_batch.versions[0] > killed["version_before"], "the restarted actor samples with current weights"
+    assert first_batch.versions[0] > lost[0][1], "the restarted actor samples with weights newer than at its death"
 
 
 @pytest.mark.parametrize("role", ["learner", "replay"])
