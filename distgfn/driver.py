@@ -120,13 +120,9 @@ class ControlLoop:
                 self.start(saved, resumed=False)
 
     def run(self) -> None:
-        # One learner call per metrics row: the driver's round trips stay off the learner's time.
-        steps, per_call = self.cfg.learner.steps, self.cfg.log.every
         self.fleet.scale_to(self.scaling.actors)
         self.stall = Stall(self.cfg)
-        # Calls end on multiples of log.every, also when resuming from a step between them.
-        ends = sorted({*range(self.step - self.step % per_call + per_call, steps, per_call), steps})
-        calls = [end - start for start, end in zip([self.step] + ends, ends) if end > start]
+        calls = train_calls(self.step, self.cfg.learner.steps, self.cfg.log.every)
         training = deque(self.roles.learner.train.remote(n) for n in calls[:2])
         calls = calls[2:]
         try:
@@ -148,20 +144,20 @@ class ControlLoop:
             self.checkpoints.save(self.roles)
         except ray.exceptions.RayActorError as e:
             raise RoleFailure(f"the {self.roles.role_of(e)} died ({type(e).__name__})") from e
-        except Stalled as e:
-            print(f"distgfn: {e}; saving a checkpoint and the model, then stopping", file=sys.stderr)
-            self.roles.learner.stop.remote()
-            self.checkpoints.save_final(self.roles)
-            raise
-        except (RewardError, RewardServiceError):
-            print("distgfn: the reward failed; saving a checkpoint and the model, then stopping", file=sys.stderr)
-            self.checkpoints.save_final(self.roles)
+        except (Stalled, RewardError, RewardServiceError) as e:
+            self.stop_saving(str(e) if isinstance(e, Stalled) else "the reward failed")
             raise
         except KeyboardInterrupt:
-            print("distgfn: interrupted; saving a checkpoint and the model, then stopping", file=sys.stderr)
-            self.roles.learner.stop.remote()  # no update waits for records that will not come
+            self.stop_saving("interrupted", training)
+
+    def stop_saving(self, why: str, training: deque | None = None) -> None:
+        """Says why the run stops early, stops the learner (no update waits for records that will
+        not come), takes its calls in flight when given, and saves a checkpoint and the model."""
+        print(f"distgfn: {why}; saving a checkpoint and the model, then stopping", file=sys.stderr)
+        self.roles.learner.stop.remote()
+        if training is not None:
             self.finish_training_calls(training)
-            self.checkpoints.save_final(self.roles)
+        self.checkpoints.save_final(self.roles)
 
     def wait_for(self, training):
         """The first call to finish (an actor's or the learner's), or None when only an actor
@@ -175,12 +171,7 @@ class ControlLoop:
         if ready:
             self.stall.progress()
             return ready[0]
-        if self.stall.left() <= 0:
-            replay = ray.get(self.roles.replay.stats.remote(), timeout=10)
-            raise Stalled(f"no rollout actor reported and no learner update for {self.cfg.ray.progress_timeout_s:g} s "
-                          f"(ray.progress_timeout_s) at step {self.step}: "
-                          f"{self.stall.actors_line(self.fleet.running, self.fleet.target)}; "
-                          f"replay table: {replay['size']} records, {replay['inserted']} inserted")
+        self.stall.check(self.step, self.fleet, self.roles.replay)
         return None
 
     def on_update(self, stats: TrainStats) -> None:
@@ -229,6 +220,14 @@ class ControlLoop:
         return self.scaling.scale(actors, reward_workers, self.step)
 
 
+def train_calls(step: int, steps: int, per_call: int) -> list[int]:
+    """Updates per learner call, from `step` to `steps`: one call per metrics row, so the
+    driver's round trips stay off the learner's time. Calls end on multiples of log.every,
+    also when resuming from a step between them."""
+    ends = sorted({*range(step - step % per_call + per_call, steps, per_call), steps})
+    return [end - start for start, end in zip([step] + ends, ends) if end > start]
+
+
 NOTICE_EVERY_S = 30.0  # how often a run with no rollout actor running says so
 
 
@@ -255,6 +254,14 @@ class Stall:
         if running == 0 and time.monotonic() - max(self.last, self.noticed) >= NOTICE_EVERY_S:
             self.noticed = time.monotonic()
             print(f"distgfn: waiting: {self.actors_line(running, target)}", file=sys.stderr, flush=True)
+
+    def check(self, step: int, fleet, replay) -> None:
+        """Raises Stalled when nothing moved for ray.progress_timeout_s."""
+        if self.left() <= 0:
+            stats = ray.get(replay.stats.remote(), timeout=10)
+            raise Stalled(f"no rollout actor reported and no learner update for {self.cfg.ray.progress_timeout_s:g} s "
+                          f"(ray.progress_timeout_s) at step {step}: {self.actors_line(fleet.running, fleet.target)}; "
+                          f"replay table: {stats['size']} records, {stats['inserted']} inserted")
 
     def actors_line(self, running: int, target: int) -> str:
         return (f"{running} of {target} rollout actors running; the others wait for a node with "
