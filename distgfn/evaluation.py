@@ -31,17 +31,23 @@ class Sampled:
     raw: np.ndarray  # the oracle's own output
     errors: list  # per object: None, or why its reward failed
     versions: np.ndarray  # the policy version each was sampled with
+    keys: list | None = None  # env.keys(objects), when the reward computed them on the actor
 
     @classmethod
     def of(cls, rollout) -> "Sampled":
         n = len(rollout.objects)
         return cls(rollout.objects, rollout.log_reward, rollout.scores.raw, rollout.scores.errors,
-                   np.full(n, rollout.version))
+                   np.full(n, rollout.version), rollout.scores.keys)
 
     @classmethod
     def concat(cls, parts: list["Sampled"]) -> "Sampled":
+        keys = None if any(p.keys is None for p in parts) else [k for p in parts for k in p.keys]
         return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("objects", "log_reward", "raw")),
-                   [e for p in parts for e in p.errors], np.concatenate([p.versions for p in parts]))
+                   [e for p in parts for e in p.errors], np.concatenate([p.versions for p in parts]), keys)
+
+    def keys_of(self, env) -> list:
+        """The objects' keys: those the actor's reward computed, else env.keys here."""
+        return self.keys if self.keys is not None else env.keys(self.objects)
 
 
 def make_evaluator(cfg, env, run_dir):
@@ -236,7 +242,7 @@ class ExactEvaluator:
 
     def observe(self, sampled: Sampled, step: int) -> None:
         index = self.space.index
-        self.tracker.add(np.array([index[k] for k in self.env.keys(sampled.objects)], dtype=np.int64))
+        self.tracker.add(np.array([index[k] for k in sampled.keys_of(self.env)], dtype=np.int64))
         self.failures += sum(e is not None for e in sampled.errors)
 
     def state(self) -> dict:
@@ -275,7 +281,8 @@ class EmpiricalEvaluator:
     def observe(self, sampled: Sampled, step: int) -> None:
         ok = np.isfinite(sampled.log_reward)
         self.recent.extend(sampled.log_reward[ok].tolist())
-        self.keys.update(self.env.keys(sampled.objects[ok]))  # one object, one key, whatever its state row
+        # one object, one key, whatever its state row
+        self.keys.update(k for k, good in zip(sampled.keys_of(self.env), ok) if good)
         if ok.any():
             self.best = max(self.best, float(sampled.log_reward[ok].max()))
         self.failures += int((~ok).sum())

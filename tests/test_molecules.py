@@ -160,3 +160,31 @@ def test_check_and_train_accept_the_molecule_configs_through_the_cli(seh_data, t
                  f"data.dir={seh_data}", "--set", "runtime=serial", "--set", "learner.steps=4", "--set", "log.every=2",
                  "--set", "checkpoint.every=0", "--set", "replay.min_size=16"]) == 0
     assert (tmp_path / "run" / "model.pt").exists()
+
+
+@pytest.mark.parametrize("cache_size", [0, 1000])
+def test_the_keys_an_actor_computed_for_its_rewards_reach_the_driver_and_match_the_env(seh_data, cache_size):
+    cfg = molecule_config(seh_data, f"reward.cache_size={cache_size}", *SMALL)
+    worker = RolloutWorker(cfg, seed=0)
+    if cache_size:
+        from distgfn.rewards.cache import CachedReward, RewardCache
+
+        worker.reward = CachedReward(worker.waiting, RewardCache(cache_size), worker.env.keys)
+    parts = [Sampled.of(worker.sample()) for _ in range(2)]
+    sampled = Sampled.concat(parts)
+    fresh = type(worker.env)(worker.env.blocks, worker.env.min_fragments, worker.env.max_fragments)  # remembers nothing
+    assert sampled.keys == fresh.smiles(sampled.objects) == fresh.keys(sampled.objects)
+    assert sampled.keys_of(fresh) is sampled.keys, "the driver does not compute them again"
+    parts[1].keys = None  # e.g. a pooled reward: the driver computes them
+    assert Sampled.concat(parts).keys is None and Sampled.concat(parts).keys_of(fresh) == sampled.keys
+
+
+def test_remembered_smiles_are_the_smiles_of_each_state_whatever_its_dtype(seh_data):
+    worker = RolloutWorker(molecule_config(seh_data, *SMALL), seed=1)
+    env, states = worker.env, worker.sample().objects
+    first = env.smiles(states)
+    assert env.smiles(states.astype(np.int64)) == first == [env.smiles(s[None])[0] for s in states[::-1]][::-1]
+    import distgfn.envs.fragments as fragments
+
+    env.recent_smiles = {str(i).encode(): "x" for i in range(fragments.RECENT_SMILES + 1)}
+    assert env.smiles(states) == first and len(env.recent_smiles) <= len(states), "a full memory starts over"

@@ -28,7 +28,7 @@ class MoleculeEvaluator:
         self.failures = 0
 
     def observe(self, sampled, step: int) -> None:
-        smiles = self.env.objects(sampled.objects)
+        smiles = sampled.keys_of(self.env)  # FragmentEnv's keys are its objects: canonical SMILES
         ok = np.isfinite(sampled.log_reward)
         reward = np.exp(sampled.log_reward[ok] / self.beta)  # R(x), before the beta exponent
         scored = [s for s, good in zip(smiles, ok) if good]

@@ -35,6 +35,7 @@ from distgfn.chem.blocks import Blocks
 from distgfn.core import PARENTS
 
 DTYPE = np.int16
+RECENT_SMILES = 4096  # SMILES remembered per env (FragmentEnv.smiles)
 
 
 def fragment_env(data_dir: str | None = None, min_fragments: int = 2, max_fragments: int = 8) -> "FragmentEnv":
@@ -62,6 +63,7 @@ class FragmentEnv:
             raise ValueError(f"FragmentEnv stores block ids as {np.dtype(DTYPE)}; {len(blocks)} blocks is too many")
         self.blocks = blocks
         self.n_blocks = len(blocks)
+        self.recent_smiles: dict[bytes, str] = {}  # state row bytes -> SMILES (see smiles)
         self.min_fragments = min_fragments
         self.max_fragments = max_fragments
         self.n_slots = max(len(s) for s in blocks.stems)
@@ -252,8 +254,18 @@ class FragmentEnv:
         return mol.GetMol()
 
     def smiles(self, states: np.ndarray) -> list[str]:
-        """Canonical SMILES of each (non-empty) state's molecule."""
-        return [Chem.MolToSmiles(self.to_mol(s)) for s in states]
+        """Canonical SMILES of each (non-empty) state's molecule. The latest few thousand are
+        remembered: a rollout actor's reward cache and its oracle ask for the same batch."""
+        if len(self.recent_smiles) > RECENT_SMILES:
+            self.recent_smiles = {}
+        out = []
+        for s in states:
+            row = np.asarray(s, dtype=DTYPE).tobytes()  # one key per state, whatever the array's dtype
+            smiles = self.recent_smiles.get(row)
+            if smiles is None:
+                smiles = self.recent_smiles[row] = Chem.MolToSmiles(self.to_mol(s))
+            out.append(smiles)
+        return out
 
 
 def _table(rows: list, width: int) -> np.ndarray:

@@ -29,6 +29,8 @@ class Scores:
     reward: np.ndarray  # (n,) R(x) > 0; NaN where the oracle failed
     raw: np.ndarray  # (n,) the oracle's own output (the proxy value, a docking score)
     errors: list  # why each failed object failed; None where it scored
+    # The objects' env.keys when the reward computed them (the driver then need not again).
+    keys: list | None = None
 
     @classmethod
     def all_failed(cls, n: int, error: str) -> "Scores":
@@ -86,7 +88,7 @@ def call_reward(reward: RewardFn, states: np.ndarray) -> Scores:
 
 def as_scores(out) -> Scores:
     if isinstance(out, Scores):
-        return Scores(out.reward, out.raw, list(out.errors))
+        return Scores(out.reward, out.raw, list(out.errors), out.keys)
     raw = np.asarray(out, dtype=np.float64)
     return Scores(raw, raw, [None] * len(raw))
 

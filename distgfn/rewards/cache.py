@@ -83,7 +83,7 @@ class CachedReward:
                 reward[i], raw[i] = entry
         if missing:
             self.score_missing(states, missing, reward, raw, errors)
-        return Scores(reward, raw, errors)
+        return Scores(reward, raw, errors, keys)
 
     def score_missing(self, states, missing: dict[str, list[int]], reward, raw, errors) -> None:
         """Scores one object per missing key, fills the batch's arrays, and keeps the successes."""

@@ -35,7 +35,9 @@ class OracleReward:
     def __call__(self, states: np.ndarray) -> Scores:
         keys = self.env.keys(states)
         try:
-            return score_keys(self.oracle, self.transform, keys)
+            scores = score_keys(self.oracle, self.transform, keys)
+            scores.keys = keys
+            return scores
         except OracleDeadline as e:
             return Scores.all_failed(len(keys), str(e))
         except OracleRaised as e:
