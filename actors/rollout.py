@@ -26,7 +26,8 @@ class RolloutActor:
         torch.manual_seed(seed)  # the policy's initial weights too (published weights replace them)
         threads = cfg.reward.in_flight if cfg.reward.mode != "inline" else 0
         self.worker = RolloutWorker(cfg, seed, pool=reward_workers,
-                                    cache=RemoteCache(cache) if cache is not None else None, threads=threads)
+                                    cache=RemoteCache(cache) if cache is not None else None, threads=threads,
+                                    batch_size=cfg.actors.batch_size)
         self.in_flight = max(threads, 1)
         self.replay = replay
         # A restarted actor gets new record ids, so its records never collide with old ones.

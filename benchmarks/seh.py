@@ -93,7 +93,7 @@ def throughput(data_dir, steps: int = 400) -> None:
         updates = np.median([r["updates_per_s"] for r in rows])
         reward_ms = np.median([r["reward_latency_ms"] for r in rows])
         print(f"  {actors} actor(s): {rate:6.1f} molecules/s, {updates:5.1f} updates/s, "
-              f"reward call {reward_ms:.1f} ms per batch of {cfg.sampler.batch_size}")
+              f"reward call {reward_ms:.1f} ms per batch of {cfg.actors.batch_size or cfg.sampler.batch_size}")
 
 
 def learning(data_dir, molecules: int = 100_000) -> None:

@@ -139,6 +139,12 @@ class ActorsConfig:
     # Seconds an actor samples per call from the driver before reporting (at least one batch);
     # new weights are adopted between batches either way.
     report_every_s: float = 1.0
+    # Trajectories an actor samples at once (null: sampler.batch_size): one policy forward per
+    # step and one reward call for all of them, so a larger batch costs less per trajectory,
+    # but more are sampled with one policy version (configs/seh.yaml at 32: faster, and less
+    # learned per molecule; docs/benchmarks.md). The learner still trains on
+    # sampler.batch_size records an update.
+    batch_size: Optional[int] = None
     # Times Ray restarts a rollout actor (or reward worker) that died (-1: without limit).
     max_restarts: int = 10
     # Add a rollout actor (with reward.mode pool: a reward worker) while the learner waits for
@@ -274,6 +280,7 @@ RANGES = [
     ("replay.min_size", lambda v: v >= 1, ">= 1"),
     ("replay.samples_per_insert", lambda v: v is None or v > 0, "> 0 or null"),
     ("replay.error_buffer", lambda v: v is None or v >= 0, ">= 0 or null"),
+    ("actors.batch_size", lambda v: v is None or v >= 1, ">= 1 or null"),
     ("replay.alpha", lambda v: v >= 0, ">= 0"),
     ("ray.progress_timeout_s", lambda v: v > 0, "> 0"),
     ("checkpoint.every", lambda v: v >= 0, ">= 0"),

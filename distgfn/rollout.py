@@ -42,13 +42,15 @@ class Begun:
 
 
 class RolloutWorker:
-    def __init__(self, cfg: Config, seed: int, model=None, pool: list | None = None, cache=None, threads: int = 0):
+    def __init__(self, cfg: Config, seed: int, model=None, pool: list | None = None, cache=None, threads: int = 0,
+                 batch_size: int | None = None):
         """`model` shares a policy with the caller (serial runtime); else the worker owns a copy.
         `pool`: reward actors that compute the reward (reward.mode pool); `cache`: a RewardCache
         or RemoteCache asked first. With `threads` > 0, rewards are computed in that many
         background threads, so that many batches can wait on a slow reward while the worker
-        samples more."""
+        samples more. `batch_size`: trajectories per batch (None: sampler.batch_size)."""
         self.cfg = cfg
+        self.batch_size = batch_size or cfg.sampler.batch_size
         self.env = make_env(cfg)
         self.pool = PooledReward(pool, cfg.reward.deadline_s) if pool is not None else None
         self.waiting = WaitingReward(self.pool or make_reward(cfg, self.env), cfg.reward.unavailable_wait_s)
@@ -73,7 +75,7 @@ class RolloutWorker:
     def begin(self) -> Begun:
         """Samples a batch of trajectories and starts computing their rewards."""
         s, start = self.cfg.sampler, time.perf_counter()
-        trajs = sample_trajectories(self.env, self.policy, s.batch_size, self.rng, s.epsilon, s.temperature)
+        trajs = sample_trajectories(self.env, self.policy, self.batch_size, self.rng, s.epsilon, s.temperature)
         sample_s = time.perf_counter() - start
         if self.reward_calls is not None:
             return Begun(trajs, self.version, self.reward_calls.submit(self.score, trajs.final), sample_s)

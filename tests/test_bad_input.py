@@ -137,6 +137,7 @@ BAD_VALUES = [
     (["reward.deadline_s=.nan"], "reward.deadline_s must be a finite number; got nan"),
     (["seed=-1"], r"seed must be in \[0, 2\*\*63\); got -1"),
     (["ray.num_cpus=0"], "ray.num_cpus must be >= 1 or null; got 0"),
+    (["actors.batch_size=0"], "actors.batch_size must be >= 1 or null; got 0"),
     (["learner.device=tpu"], "learner.device must be auto, cpu, cuda or cuda:N; got 'tpu'"),
     (["learner.device=cudafoo"], "learner.device must be auto, cpu, cuda or cuda:N; got 'cudafoo'"),
     (["env.options.ndim=40"], r"HyperGrid height \*\* ndim = 8\*\*40 cells is beyond what a cell index can count"),

@@ -420,3 +420,18 @@ def test_metrics_say_how_many_actors_run_and_how_many_wait(ray_cluster, tmp_path
     rows = read_metrics(tmp_path / "metrics.jsonl")
     assert all(r["actors_running"] + r["actors_pending"] == r["actors"] == 2 for r in rows)
     assert rows[-1]["actors_running"] >= 1, "the actor that sampled what was trained on ran"
+
+
+def test_actors_sample_actors_batch_size_at_once_and_the_learner_trains_sampler_batch_size(ray_cluster, tmp_path):
+    cfg = load_config(None, ["actors.num=1", "actors.batch_size=40", "learner.steps=100", "log.every=50",
+                             "eval.every=0", "replay.min_size=16", "replay.samples_per_insert=null"])
+    loop = driver.ControlLoop(cfg, tmp_path, progress=quiet)
+    try:
+        loop.start()
+        loop.run()
+        report = ray_cluster.get(loop.fleet.handles()[0].run.remote(0.0), timeout=60)
+    finally:
+        loop.close()
+    assert len(report.versions) == 1 and len(report.sampled.objects) == 40, "40 trajectories a batch"
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["batch_mean"] for r in rows] == [16, 16], "16 records an update (sampler.batch_size)"
