@@ -141,8 +141,8 @@ class ActorsConfig:
     report_every_s: float = 1.0
     # Trajectories an actor samples at once (null: sampler.batch_size): one policy forward per
     # step and one reward call for all of them, so a larger batch costs less per trajectory,
-    # but more are sampled with one policy version (configs/seh.yaml at 32: faster, and less
-    # learned per molecule; docs/benchmarks.md). The learner still trains on
+    # while more are sampled with one policy version (configs/seh.yaml sets 32: faster, the
+    # same learning per molecule; docs/benchmarks.md). The learner still trains on
     # sampler.batch_size records an update.
     batch_size: Optional[int] = None
     # Times Ray restarts a rollout actor (or reward worker) that died (-1: without limit).
