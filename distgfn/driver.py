@@ -208,11 +208,13 @@ class ControlLoop:
         self.evaluator.close()
 
     def kill_roles(self) -> None:
-        if self.roles is not None:
-            self.roles.kill()
+        """The rollout actors first: one killed after the replay table would fail its pending
+        insert and print an unhandled Ray error on the user's console."""
         if self.fleet is not None:
             self.scaling.actors, self.past_actor_failures = self.fleet.target, self.past_actor_failures + self.fleet.failures
             self.fleet.kill()
+        if self.roles is not None:
+            self.roles.kill()
         self.roles = self.fleet = None
 
     def scale(self, actors: int | None = None, reward_workers: int | None = None) -> dict:
