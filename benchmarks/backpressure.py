@@ -2,7 +2,8 @@
 
     python benchmarks/backpressure.py throughput   # 1 vs 8 actors at 50 ms, 1 vs 16 at 200 ms
     python benchmarks/backpressure.py throughput --policies keep   # the default policy only
-    python benchmarks/backpressure.py learning     # l1_exact against scored trajectories
+    python benchmarks/backpressure.py learning     # l1_exact against scored trajectories, 3 seeds
+    python benchmarks/backpressure.py learning --policies keep --seeds 6
 
 Each run is `distgfn train configs/hypergrid-4d.yaml` with `runtime: ray` (or serial), side by
 side in one process on one embedded Ray cluster, so the figures compare within one sitting.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -85,24 +87,35 @@ def throughput(seconds: float = 45.0, policies=tuple(POLICIES)) -> None:
                       f"max lag {figures['lag']}, actors held {figures['held']:.0%}", flush=True)
 
 
-def learning(budget: int = 100_000, target: float = 0.05, latency_ms: float = 50.0) -> None:
-    """Scored trajectories until l1_exact <= target: serial, and 8 actors with each policy. A
-    constant learning rate, so that runs with different batch sizes compare per trajectory;
-    the serial run has no reward latency (on-policy, what it learns per trajectory does not
-    depend on it)."""
+def learning(budget: int = 100_000, target: float = 0.05, latency_ms: float = 50.0, policies=tuple(POLICIES),
+             seeds=(0, 1, 2)) -> None:
+    """Scored trajectories until l1_exact <= target: serial, and 8 actors with each policy, for
+    each seed, then the median over the seeds of each. A constant learning rate, so that runs
+    with different batch sizes compare per trajectory; the serial run has no reward latency
+    (on-policy, what it learns per trajectory does not depend on it). One seed's figure moves
+    by about 10% with the seed, so compare medians."""
     print(f"learning (HyperGrid ndim 4, FM, constant lr, 8 actors with a {latency_ms:g} ms reward, "
-          f"to l1_exact <= {target}, budget {budget} trajectories)")
+          f"to l1_exact <= {target}, budget {budget} trajectories, seeds {list(seeds)})")
     common = ["learner.steps=1000000", "learner.lr_schedule=constant", "log.every=25", "eval.every=25"]
     actors = ["runtime=ray", "actors.num=8", "actors.cpus=0.1", f"reward.latency_ms={latency_ms}"]
-    runs = [("serial", ["runtime=serial"])] + [(f"8 actors, {p}", actors + POLICIES[p]) for p in ("keep", "grow", "drop")]
-    for name, extra in runs:
-        rows = run(common + extra, stop=lambda row: row["l1_exact"] <= target or row["trajectories"] >= budget)
-        hit = next((r for r in rows if r["l1_exact"] <= target), None)
-        where = f"reached after {hit['trajectories']} trajectories ({hit['wall_s']:.0f} s)" if hit else "not reached"
-        last = rows[-1]
-        print(f"  {name:15s}: {where}; last l1_exact {last['l1_exact']:.4f} at {last['trajectories']} trajectories, "
-              f"step {last['step']}; dropped_stale {last.get('dropped_stale', 0)}, fraction_trained "
-              f"{last['fraction_trained']:.4f}", flush=True)
+    runs = [("serial", ["runtime=serial"])] + [(f"8 actors, {p}", actors + POLICIES[p]) for p in policies]
+    needed: dict[str, list[int]] = {name: [] for name, _ in runs}
+    for seed in seeds:
+        for name, extra in runs:
+            rows = run(common + extra + [f"seed={seed}"],
+                       stop=lambda row: row["l1_exact"] <= target or row["trajectories"] >= budget)
+            hit = next((r for r in rows if r["l1_exact"] <= target), None)
+            needed[name].append(hit["trajectories"] if hit else budget)
+            where = f"reached after {hit['trajectories']} trajectories ({hit['wall_s']:.0f} s)" if hit else "not reached"
+            last = rows[-1]
+            print(f"  seed {seed}, {name:15s}: {where}; last l1_exact {last['l1_exact']:.4f} at {last['trajectories']} "
+                  f"trajectories, step {last['step']}; dropped_stale {last.get('dropped_stale', 0)}, fraction_trained "
+                  f"{last['fraction_trained']:.4f}", flush=True)
+    serial_median = statistics.median(needed["serial"])
+    for name, counts in needed.items():
+        median = statistics.median(counts)
+        print(f"  {name:15s}: median {median:,.0f} trajectories ({median / serial_median:.2f} x serial), "
+              f"range {min(counts):,}-{max(counts):,}", flush=True)
 
 
 PARTS = {"throughput": throughput, "learning": learning}
@@ -111,12 +124,16 @@ PARTS = {"throughput": throughput, "learning": learning}
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("parts", nargs="*", choices=[*PARTS, []], default=list(PARTS))
-    p.add_argument("--policies", nargs="+", choices=list(POLICIES), default=list(POLICIES), help="throughput: which")
+    p.add_argument("--policies", nargs="+", choices=list(POLICIES), default=list(POLICIES))
+    p.add_argument("--seeds", type=int, default=3, help="learning: seeds 0 .. N-1")
     args = p.parse_args()
     ray.init(address="local", num_cpus=4, include_dashboard=False, runtime_env=WORKER_ENV, log_to_driver=False)
     try:
         for name in args.parts:
-            PARTS[name](policies=args.policies) if name == "throughput" else PARTS[name]()
+            if name == "throughput":
+                throughput(policies=args.policies)
+            else:
+                learning(policies=args.policies, seeds=range(args.seeds))
     finally:
         ray.shutdown()
 
