@@ -42,7 +42,11 @@ class Record:
     id: str
     version: int
     log_reward: float
-    data: bytes  # the encoded batch (distgfn.wire)
+    data: bytes | None  # the encoded record (distgfn.batch.write_record); None while only `part` is
+    # The record's one-trajectory batch, decoded, when it was made in this process (the serial
+    # runtime): the learner reads it without a msgpack round trip. It is encoded into `data`
+    # only for a checkpoint (distgfn.serial.encode_pending).
+    part: dict | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -204,7 +208,7 @@ class ReplayTable:
 
     def state(self) -> dict:
         live = sorted(self.slot_of.values(), key=lambda s: (s - self.next_slot) % self.capacity)
-        return {"records": [asdict(self.records[s]) for s in live], "counters": asdict(self.counters),
+        return {"records": [record_state(self.records[s]) for s in live], "counters": asdict(self.counters),
                 "fresh": list(self.fresh), "rng": self.rng.bit_generator.state}
 
     def restore(self, state: dict, requeue: list[Record] = ()) -> None:
@@ -227,6 +231,13 @@ class ReplayTable:
         counters.trained -= len(taken)
         self.counters = counters
         self.rng.bit_generator.state = state["rng"]
+
+
+def record_state(record: Record) -> dict:
+    """A record as a checkpoint holds it: its bytes, never the in-process decoded batch."""
+    if record.data is None:
+        raise ValueError(f"record {record.id} has no bytes yet; encode it before a checkpoint")
+    return {"id": record.id, "version": record.version, "log_reward": record.log_reward, "data": record.data}
 
 
 def check_settings(capacity, min_size, samples_per_insert, error_buffer, batch_size, sampler="uniform") -> None:

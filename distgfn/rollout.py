@@ -13,6 +13,7 @@ from distgfn.batch import build_batch, split_batch, write_record
 from distgfn.config import Config
 from distgfn.models import set_weights, share_weights
 from distgfn.objectives import OBJECTIVES
+from distgfn.replay import Record
 from distgfn.rewards import RewardUnavailable, Scores, make_reward, score_objects
 from distgfn.rewards.cache import CachedReward
 from distgfn.rewards.pool import PooledReward
@@ -138,9 +139,18 @@ class WaitingReward:
 def encode_records(rollout: Rollout, prefix: str) -> list[bytes]:
     """One msgpack record per trained-on trajectory, with ids `prefix-i`, stamped with the
     policy version."""
+    return [write_record(record_id, rollout.version, log_r, part) for record_id, log_r, part in record_parts(rollout, prefix)]
+
+
+def local_records(rollout: Rollout, prefix: str) -> list[Record]:
+    """encode_records' records for a table in this process: each keeps its batch decoded, and
+    is encoded only if a checkpoint needs its bytes."""
+    return [Record(record_id, rollout.version, log_r, None, part) for record_id, log_r, part in record_parts(rollout, prefix)]
+
+
+def record_parts(rollout: Rollout, prefix: str) -> list[tuple[str, float, dict[str, np.ndarray]]]:
+    """(id, log_reward, one-trajectory batch) of each trained-on trajectory."""
     if rollout.batch is None:
         return []
-    return [
-        write_record(f"{prefix}-{i}", rollout.version, float(log_r), part)
-        for i, (part, log_r) in enumerate(zip(split_batch(rollout.batch), rollout.batch["log_reward"]))
-    ]
+    parts = split_batch(rollout.batch)
+    return [(f"{prefix}-{i}", float(log_r), part) for i, (part, log_r) in enumerate(zip(parts, rollout.batch["log_reward"]))]

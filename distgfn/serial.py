@@ -2,8 +2,9 @@
 
     worker --records--> ReplayTable (fifo) --batch--> Learner      one after the other
 
-The parts are the Ray runtime's: a rollout worker's batches become msgpack records in a
-replay table (in process, `fifo`: each record handed out once, oldest first), the learner
+The parts are the Ray runtime's: a rollout worker's batches become records in a replay table
+(in process, `fifo`: each record handed out once, oldest first; a record keeps its batch
+decoded and is encoded to msgpack only when a checkpoint holds it), the learner
 trains on batches the table hands out, metrics rows come from `distgfn.rows` and checkpoints
 are `distgfn.runstate`'s layout, so both runtimes write the same metrics and checkpoints, fail
 the same way, and a run resumes in either. What differs is only the schedule: here a batch is
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from distgfn import checkpoint, runstate, wire
-from distgfn.batch import training_batch
+from distgfn.batch import merge_feats, read_record, stack_batches, write_record
 from distgfn.config import Config, cache_size
 from distgfn.evaluation import Sampled, make_evaluator
 from distgfn.learning import Learner
@@ -30,7 +31,7 @@ from distgfn.metrics import MetricsLog, drop_rows_after, print_progress
 from distgfn.replay import ReplayTable, parse_record
 from distgfn.rewards import RewardError, RewardServiceError
 from distgfn.rewards.cache import RewardCache
-from distgfn.rollout import RolloutWorker, encode_records
+from distgfn.rollout import RolloutWorker, local_records
 from distgfn.rows import Counts, Rows, crossed
 from distgfn.runstate import RunState
 from distgfn.signals import deferred_stops, stop_requested
@@ -111,18 +112,20 @@ class SerialRun:
             self.worker.set_weights(*self.learner.weights())
         rollout = self.worker.sample()
         start = time.perf_counter()
-        blobs = encode_records(rollout, f"serial.{self.batches}")
+        records = local_records(rollout, f"serial.{self.batches}")
         self.batches += 1
-        self.table.insert([parse_record(blob) for blob in blobs])
+        self.table.insert(records)
         self.trajectories += len(rollout.objects)
+        # No record bytes: the records stay decoded in this process (record_bytes_mean is null).
         report = ActorReport(Sampled.of(rollout), [rollout.version], [rollout.reward_s],
-                             rollout.sample_s + time.perf_counter() - start, 0.0, sum(map(len, blobs)), len(blobs),
+                             rollout.sample_s + time.perf_counter() - start, 0.0, 0, 0,
                              self.worker.unavailable)
         self.rows.observe(report, False, self.learner.step)  # raises RewardError when too many fail
 
     def update(self, records: list) -> TrainStats:
         start, step = time.perf_counter(), self.learner.step
-        loss = self.learner.update(training_batch([r.data for r in records]))
+        parts = [r.part if r.part is not None else read_record(r.data) for r in records]
+        loss = self.learner.update(merge_feats(stack_batches(parts)))
         lags = [step - r.version for r in records]
         return TrainStats(self.learner.step, 1, len(records), loss, min(lags), float(np.mean(lags)), max(lags),
                           0.0, time.perf_counter() - start)
@@ -144,6 +147,7 @@ class SerialRun:
         """A checkpoint in the layout both runtimes share; the table's records go with it."""
         state = RunState("serial", self.rows.wall_s(), self.trajectories, self.evaluator.state(),
                          self.worker.rng.bit_generator.state)
+        encode_pending(self.table)
         runstate.save(self.cfg, self.root, self.learner.step, checkpoint.state_to_bytes(self.learner.state()), state,
                       replay=checkpoint.state_to_bytes(self.table.state()),
                       cache=self.cache.state() if self.cache else None)
@@ -171,3 +175,10 @@ class SerialRun:
         waiting = f"; {self.table.size} scored records not trained on yet go first" if self.table.size else ""
         print(f"distgfn: resuming from the {state.runtime} checkpoint at step {step} in {self.root}{waiting}",
               file=sys.stderr)
+
+
+def encode_pending(table: ReplayTable) -> None:
+    """Gives every record still held only decoded (local_records) its bytes, for a checkpoint."""
+    for r in table.records:
+        if r is not None and r.data is None:
+            r.data = write_record(r.id, r.version, r.log_reward, r.part)

@@ -105,3 +105,29 @@ def test_a_record_written_for_another_env_is_refused(made):
 def pack_record_ready(rollout):
     """The first trajectory of a rollout, as write_record takes it."""
     return split_batch(rollout.batch)[0]
+
+
+def test_local_records_are_encoded_for_a_checkpoint_and_restore_as_the_same_records(made):
+    """The serial runtime keeps its records decoded; a checkpoint of its table holds the same
+    bytes encode_records makes, and a table restored from it gives back the same batches."""
+    from distgfn.replay import ReplayTable
+    from distgfn.rollout import local_records
+    from distgfn.serial import encode_pending
+
+    cfg = made[0]
+    rollout = RolloutWorker(cfg, seed=0).sample()
+    records = local_records(rollout, "serial.0")
+    assert all(r.data is None and r.part is not None for r in records)
+    table = ReplayTable(capacity=64, sampler="fifo", batch_size=16)
+    table.insert(records)
+    with pytest.raises(ValueError, match="no bytes yet"):
+        table.state()
+    encode_pending(table)
+    state = table.state()
+    assert [r["data"] for r in state["records"]] == encode_records(rollout, "serial.0")
+    restored = ReplayTable(capacity=64, sampler="fifo", batch_size=16)
+    restored.restore(state)
+    for record, part in zip(restored.sample(len(records)), split_batch(rollout.batch)):
+        assert record.part is None
+        for name, value in read_record(record.data).items():
+            assert np.array_equal(value, part[name]), name
