@@ -123,9 +123,9 @@ def test_actors_adopt_published_versions_and_stale_records_are_dropped(ray_clust
         p.data.zero_()
     ray.get(replay.publish.remote(Published(7, [ray.put(get_weights(model))])))
     result = ray.get(actor.run.remote(60.0, max_batches=3), timeout=60)
-    # The first two batches sample with 5 (the second while the first's insert is in flight);
-    # the first insert's acknowledgement brings 7 for the third.
-    assert result.versions == [5, 5, 7] and ray.get(actor.version.remote()) == 7
+    # The first batch samples with 5; the next waits for the first insert's acknowledgement,
+    # which brings 7, so it and the third sample with 7.
+    assert result.versions == [5, 7, 7] and ray.get(actor.version.remote()) == 7
 
     # An acknowledgement carries the weights only to an actor that lacks them.
     assert ray.get(replay.insert.remote([], 1.0, held_version=7)).newest is None
