@@ -208,8 +208,9 @@ class ControlLoop:
         self.evaluator.close()
 
     def kill_roles(self) -> None:
-        """The rollout actors first: one killed after the replay table would fail its pending
-        insert and print an unhandled Ray error on the user's console."""
+        """The rollout actors first, until their calls have ended (Fleet.kill): one still
+        running after the replay table is killed would fail its pending insert and print an
+        unhandled Ray error on the user's console."""
         if self.fleet is not None:
             self.scaling.actors, self.past_actor_failures = self.fleet.target, self.past_actor_failures + self.fleet.failures
             self.fleet.kill()

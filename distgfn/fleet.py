@@ -169,7 +169,18 @@ class Fleet:
         if not self.members:
             raise RuntimeError("every rollout actor died more than actors.max_restarts times")
 
-    def kill(self) -> None:
+    def kill(self, wait_s: float = 10.0) -> None:
+        """Kills every actor and waits (up to wait_s) until their calls in flight have ended.
+        ray.kill returns before the actor is gone: an actor still running when the replay table
+        is killed next fails its insert, and Ray prints that call's error on the console as
+        unhandled. The ended calls' errors are read here, so none is left unhandled."""
         for member in self.members.values():
             ray.kill(member.handle)
+        refs = list(self.calls)
+        ended, _ = ray.wait(refs, num_returns=len(refs), timeout=wait_s) if refs else ([], [])
+        for ref in ended:
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayError:
+                pass  # killed: the death it reports is the one asked for
         self.members, self.calls = {}, {}

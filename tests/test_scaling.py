@@ -230,3 +230,30 @@ def test_an_actor_dead_past_its_restarts_leaves_the_fleet_and_the_run_goes_on(ra
     rows = read_metrics(tmp_path / "metrics.jsonl")
     assert [r["step"] for r in rows] == [50, 100, 150, 200]
     assert rows[0]["actors"] == 2 and rows[-1]["actors"] == 1 and rows[-1]["actor_failures"] == 1
+
+
+def test_killing_the_fleet_returns_once_every_call_in_flight_has_ended(ray_cluster):
+    """The driver kills the replay table right after the fleet: a rollout actor still running
+    then would fail its insert into an unhandled error on the user's console."""
+    ray = ray_cluster
+    from distgfn.fleet import Fleet
+
+    @ray.remote(num_cpus=0)
+    class Busy:
+        """A rollout actor stand-in whose run never returns on its own."""
+
+        def __init__(self):
+            self.never = threading.Event()
+
+        def run(self, seconds):
+            self.never.wait()
+
+    fleet = Fleet(lambda name, index: Busy.remote(), max_restarts=0, run_s=1.0)
+    fleet.scale_to(2)
+    refs = fleet.refs()
+    fleet.kill()
+    ended, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+    assert len(ended) == 2 and fleet.refs() == [] and fleet.target == 0
+    for ref in ended:
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(ref)
