@@ -97,7 +97,13 @@ def training_batch(blobs: list[bytes]) -> dict[str, np.ndarray]:
     """The learner's batch from replay records (write_record's bytes): stacked, with each
     distinct featurized state once. Trajectories share states (s_0 and the states near it),
     and the network runs once per row of feats: on HyperGrid this is a fifth fewer rows."""
-    return merge_feats(stack_batches([read_record(blob) for blob in blobs]))
+    return training_batch_of([read_record(blob) for blob in blobs])
+
+
+def training_batch_of(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The learner's batch from records' decoded one-trajectory batches (the serial runtime's
+    records are never encoded): stacked, each distinct featurized state once."""
+    return merge_feats(stack_batches(parts))
 
 
 def merge_feats(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from distgfn import checkpoint, runstate, wire
-from distgfn.batch import merge_feats, read_record, stack_batches, write_record
+from distgfn.batch import read_record, training_batch_of, write_record
 from distgfn.config import Config, cache_size
 from distgfn.evaluation import Sampled, make_evaluator
 from distgfn.learning import Learner
@@ -125,7 +125,7 @@ class SerialRun:
     def update(self, records: list) -> TrainStats:
         start, step = time.perf_counter(), self.learner.step
         parts = [r.part if r.part is not None else read_record(r.data) for r in records]
-        loss = self.learner.update(merge_feats(stack_batches(parts)))
+        loss = self.learner.update(training_batch_of(parts))
         lags = [step - r.version for r in records]
         return TrainStats(self.learner.step, 1, len(records), loss, min(lags), float(np.mean(lags)), max(lags),
                           0.0, time.perf_counter() - start)

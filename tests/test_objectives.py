@@ -151,7 +151,7 @@ def test_flow_matching_is_zero_for_exact_flows():
 
 @pytest.mark.parametrize("objective", [fm, tb, db])
 def test_records_through_the_wire_train_like_the_batch_they_came_from(objective):
-    from distgfn.batch import merge_feats, read_record, split_batch, training_batch, unique_rows, write_record
+    from distgfn.batch import read_record, split_batch, training_batch, training_batch_of, unique_rows, write_record
 
     env = HyperGrid(3, 4)
     model = TableModel(env)
@@ -166,6 +166,6 @@ def test_records_through_the_wire_train_like_the_batch_they_came_from(objective)
     assert len(merged["feats"]) == len(unique_rows(merged["feats"])[0]) < len(restacked["feats"])
     cpu = torch.device("cpu")
     expected = objective.loss(model, to_torch(whole, cpu), eps=1e-3, leaf_coef=3.0).item()
-    local = merge_feats(stack_batches(parts))  # the serial runtime's records, never encoded
+    local = training_batch_of(parts)  # the serial runtime's records, never encoded
     for batch in (restacked, merged, local):
         assert objective.loss(model, to_torch(batch, cpu), eps=1e-3, leaf_coef=3.0).item() == pytest.approx(expected, rel=1e-6)
