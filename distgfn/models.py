@@ -52,13 +52,15 @@ class MLP(nn.Module):
         return self.body(h)
 
     def numpy_policy(self, n_actions: int):
-        """forward() in numpy, for sampling on CPU: at batch 16 a step costs ~50 us against
-        torch's ~120 us (op dispatch, not arithmetic, dominates such small inputs). It reads the
-        parameters' own memory, so in-place updates (an optimizer step, load_state_dict) show;
-        tensors replaced by share_weights need a new policy."""
-        embed, bias = self.embed.weight.detach().numpy(), self.bias.detach().numpy()
+        """forward() in numpy, for sampling on CPU: at batch 16 a step costs ~36 us against
+        torch's ~120 us (op dispatch, not arithmetic, dominates such small inputs). A snapshot of
+        the weights: after they change (an optimizer step, new weights) make a new policy. The
+        snapshot holds each weight transposed and contiguous: numpy's matmul with a transposed
+        view ran 2x slower for 6 to 12 rows (docs/benchmarks.md)."""
+        embed, bias = self.embed.weight.detach().numpy().copy(), self.bias.detach().numpy().copy()
         offsets = self.offsets.numpy()
-        layers = [(m.weight.detach().numpy().T, m.bias.detach().numpy()) for m in self.body if isinstance(m, nn.Linear)]
+        layers = [(np.ascontiguousarray(m.weight.detach().numpy().T), m.bias.detach().numpy().copy())
+                  for m in self.body if isinstance(m, nn.Linear)]
         slope = self.body[0].negative_slope
 
         def policy(coords: np.ndarray) -> np.ndarray:

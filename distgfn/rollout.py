@@ -70,6 +70,12 @@ class RolloutWorker:
         self.policy = make_policy(self.model, self.env.n_actions)  # shared tensors are new arrays
         self.version = version
 
+    def follow(self, version: int) -> None:
+        """The shared model (serial runtime) was trained in place to `version`: the policy, a
+        snapshot of the weights (MLP.numpy_policy), is made anew."""
+        self.policy = make_policy(self.model, self.env.n_actions)
+        self.version = version
+
     def sample(self) -> Rollout:
         return self.finish(self.begin())
 

@@ -107,7 +107,7 @@ class SerialRun:
     def sample(self) -> None:
         """One batch with the current policy, scored, into the table as records."""
         if self.shared:
-            self.worker.version = self.learner.step  # the learner's model is the policy
+            self.worker.follow(self.learner.step)  # the learner's model is the policy
         else:
             self.worker.set_weights(*self.learner.weights())
         rollout = self.worker.sample()

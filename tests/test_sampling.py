@@ -59,12 +59,15 @@ def test_numpy_policy_matches_the_model_through_training_and_new_weights(layers)
     model = grid_model(layers)
     coords = np.random.default_rng(0).integers(0, 5, (16, 3))
     policy = model.numpy_policy(4)
-    np.testing.assert_allclose(policy(coords), torch_logits(model, coords), rtol=1e-5, atol=1e-6)
-    # An optimizer step updates the parameters in place: the same policy sees it.
+    before = torch_logits(model, coords)
+    np.testing.assert_allclose(policy(coords), before, rtol=1e-5, atol=1e-6)
+    # A policy is a snapshot: an optimizer step (in place) leaves it as it was; a new one sees the step.
     optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
     model(torch.from_numpy(coords)).square().sum().backward()
     optimizer.step()
-    np.testing.assert_allclose(policy(coords), torch_logits(model, coords), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(policy(coords), before, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(torch_logits(model, coords), before, atol=1e-3)
+    np.testing.assert_allclose(model.numpy_policy(4)(coords), torch_logits(model, coords), rtol=1e-5, atol=1e-6)
     # Weights shared from elsewhere (a rollout actor's published copy) need a new policy.
     other = grid_model(layers)
     for p in other.parameters():
