@@ -50,7 +50,10 @@ def build_batch(env, trajs: Trajectories, log_reward: np.ndarray, with_parents: 
     traj = np.nonzero(keep)[0]
     first = steps[np.nonzero(keep)[1]] == 0
     if has(env, PARENTS):
-        parents, parent_action, parent_of = env.parents(states)
+        # Parents ordered by the state they lead to, as split_batch leaves them: then stacking a
+        # batch's split parts gives back the batch array for array (the serial runtime trains
+        # on the batch itself; the Ray learner on records; both must train alike).
+        parents, parent_action, parent_of = by_state(*env.parents(states))
         n_parents = np.bincount(parent_of, minlength=len(states))
     elif with_parents:
         raise ValueError("flow matching needs the env's parents, and it declares no 'parents' capability")
@@ -75,6 +78,12 @@ def build_batch(env, trajs: Trajectories, log_reward: np.ndarray, with_parents: 
     if with_parents:
         batch.update(parent_row=rows[len(states) :], parent_action=parent_action, parent_of=parent_of)
     return batch
+
+
+def by_state(parents: np.ndarray, parent_action: np.ndarray, parent_of: np.ndarray):
+    """env.parents' arrays, ordered (stably) by the state each parent leads to."""
+    order = np.argsort(parent_of, kind="stable")
+    return parents[order], parent_action[order], parent_of[order]
 
 
 def backward_log_probs(env, states: np.ndarray, action: np.ndarray, first: np.ndarray) -> np.ndarray:

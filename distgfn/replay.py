@@ -42,11 +42,11 @@ class Record:
     id: str
     version: int
     log_reward: float
-    data: bytes | None  # the encoded record (distgfn.batch.write_record); None while only `part` is
-    # The record's one-trajectory batch, decoded, when it was made in this process (the serial
-    # runtime): the learner reads it without a msgpack round trip. It is encoded into `data`
-    # only for a checkpoint (distgfn.serial.encode_pending).
-    part: dict | None = field(default=None, repr=False, compare=False)
+    data: bytes | None  # the encoded record (distgfn.batch.write_record); None while only `local` is set
+    # (LocalBatch, index) when the record was made in this process (the serial runtime): the
+    # learner reads its trajectory without a msgpack round trip (distgfn.rollout.local_records).
+    # It is encoded into `data` only for a checkpoint (distgfn.serial.encode_pending).
+    local: tuple | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from distgfn.batch import build_batch, split_batch, write_record
+from distgfn.batch import build_batch, read_record, split_batch, training_batch_of, write_record
 from distgfn.config import Config
 from distgfn.models import set_weights, share_weights
 from distgfn.objectives import OBJECTIVES
@@ -148,15 +148,55 @@ def encode_records(rollout: Rollout, prefix: str) -> list[bytes]:
     return [write_record(record_id, rollout.version, log_r, part) for record_id, log_r, part in record_parts(rollout, prefix)]
 
 
-def local_records(rollout: Rollout, prefix: str) -> list[Record]:
-    """encode_records' records for a table in this process: each keeps its batch decoded, and
-    is encoded only if a checkpoint needs its bytes."""
-    return [Record(record_id, rollout.version, log_r, None, part) for record_id, log_r, part in record_parts(rollout, prefix)]
-
-
 def record_parts(rollout: Rollout, prefix: str) -> list[tuple[str, float, dict[str, np.ndarray]]]:
     """(id, log_reward, one-trajectory batch) of each trained-on trajectory."""
     if rollout.batch is None:
         return []
     parts = split_batch(rollout.batch)
     return [(f"{prefix}-{i}", float(log_r), part) for i, (part, log_r) in enumerate(zip(parts, rollout.batch["log_reward"]))]
+
+
+class LocalBatch:
+    """A rollout batch whose records stay in this process (the serial runtime), never encoded
+    unless a checkpoint holds them. An update whose records are exactly its trajectories, in
+    order, trains on the batch as it is: the same arrays as its split parts stacked again
+    (tests/test_records.py), without splitting them. It is split into one-trajectory parts
+    only when a record must stand alone: a checkpoint, an update that mixes batches."""
+
+    def __init__(self, batch: dict[str, np.ndarray]):
+        self.batch = batch
+        self.size = len(batch["log_reward"])
+        self.parts: list[dict[str, np.ndarray]] | None = None
+
+    def part(self, i: int) -> dict[str, np.ndarray]:
+        if self.parts is None:
+            self.parts = split_batch(self.batch)
+        return self.parts[i]
+
+
+def local_records(rollout: Rollout, prefix: str) -> list[Record]:
+    """encode_records' records (same ids, versions and rewards) for a table in this process:
+    each points into the rollout's LocalBatch, and is encoded only if a checkpoint needs it."""
+    if rollout.batch is None:
+        return []
+    whole = LocalBatch(rollout.batch)
+    return [Record(f"{prefix}-{i}", rollout.version, float(log_r), None, (whole, i))
+            for i, log_r in enumerate(rollout.batch["log_reward"])]
+
+
+def local_part(record: Record) -> dict[str, np.ndarray]:
+    """A record's one-trajectory batch: from its LocalBatch, or decoded from its bytes."""
+    if record.local is None:
+        return read_record(record.data)
+    whole, i = record.local
+    return whole.part(i)
+
+
+def local_training_batch(records: list[Record]) -> dict[str, np.ndarray]:
+    """The learner's batch from records of a table in this process: a LocalBatch as it is when
+    the records are all of its trajectories in order, else their parts stacked."""
+    whole = records[0].local[0] if records[0].local is not None else None
+    if whole is not None and len(records) == whole.size and all(
+            r.local is not None and r.local[0] is whole and r.local[1] == i for i, r in enumerate(records)):
+        return whole.batch
+    return training_batch_of([local_part(r) for r in records])

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from distgfn import checkpoint, runstate, wire
-from distgfn.batch import read_record, training_batch_of, write_record
+from distgfn.batch import write_record
 from distgfn.config import Config, cache_size
 from distgfn.evaluation import Sampled, make_evaluator
 from distgfn.learning import Learner
@@ -31,7 +31,7 @@ from distgfn.metrics import MetricsLog, drop_rows_after, print_progress
 from distgfn.replay import ReplayTable, parse_record
 from distgfn.rewards import RewardError, RewardServiceError
 from distgfn.rewards.cache import RewardCache
-from distgfn.rollout import RolloutWorker, local_records
+from distgfn.rollout import RolloutWorker, local_part, local_records, local_training_batch
 from distgfn.rows import Counts, Rows, crossed
 from distgfn.runstate import RunState
 from distgfn.signals import deferred_stops, stop_requested
@@ -124,8 +124,7 @@ class SerialRun:
 
     def update(self, records: list) -> TrainStats:
         start, step = time.perf_counter(), self.learner.step
-        parts = [r.part if r.part is not None else read_record(r.data) for r in records]
-        loss = self.learner.update(training_batch_of(parts))
+        loss = self.learner.update(local_training_batch(records))
         lags = [step - r.version for r in records]
         return TrainStats(self.learner.step, 1, len(records), loss, min(lags), float(np.mean(lags)), max(lags),
                           0.0, time.perf_counter() - start)
@@ -181,4 +180,4 @@ def encode_pending(table: ReplayTable) -> None:
     """Gives every record still held only decoded (local_records) its bytes, for a checkpoint."""
     for r in table.records:
         if r is not None and r.data is None:
-            r.data = write_record(r.id, r.version, r.log_reward, r.part)
+            r.data = write_record(r.id, r.version, r.log_reward, local_part(r))

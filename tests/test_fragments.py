@@ -404,3 +404,15 @@ def test_objectives_ask_only_the_logits_they_need_and_get_the_dense_loss(env, ob
     assert len(sparse_grads) == len(dense_grads) > 10
     for a, b in zip(sparse_grads, dense_grads):
         torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
+
+
+def test_a_fragment_batch_split_into_records_stacks_back_to_the_same_arrays(env):
+    """The serial runtime trains on the whole batch, the Ray learner on its records stacked."""
+    from distgfn.batch import build_batch, split_batch, training_batch_of
+
+    trajs = random_trajectories(env, 8, seed=4)
+    batch = build_batch(env, trajs, np.linspace(-3.0, 0.0, 8), with_parents=True)
+    again = training_batch_of(split_batch(batch))
+    assert sorted(again) == sorted(batch)
+    for name, value in batch.items():
+        assert value.dtype == again[name].dtype and np.array_equal(value, again[name]), name

@@ -117,7 +117,7 @@ def test_local_records_are_encoded_for_a_checkpoint_and_restore_as_the_same_reco
     cfg = made[0]
     rollout = RolloutWorker(cfg, seed=0).sample()
     records = local_records(rollout, "serial.0")
-    assert all(r.data is None and r.part is not None for r in records)
+    assert all(r.data is None and r.local is not None for r in records)
     table = ReplayTable(capacity=64, sampler="fifo", batch_size=16)
     table.insert(records)
     with pytest.raises(ValueError, match="no bytes yet"):
@@ -128,6 +128,44 @@ def test_local_records_are_encoded_for_a_checkpoint_and_restore_as_the_same_reco
     restored = ReplayTable(capacity=64, sampler="fifo", batch_size=16)
     restored.restore(state)
     for record, part in zip(restored.sample(len(records)), split_batch(rollout.batch)):
-        assert record.part is None
+        assert record.local is None
         for name, value in read_record(record.data).items():
             assert np.array_equal(value, part[name]), name
+
+
+def assert_same_arrays(a: dict, b: dict, same_dtypes: bool = True) -> None:
+    """Same fields and values; with same_dtypes, the same dtypes too (the wire narrows integers)."""
+    assert sorted(a) == sorted(b)
+    for name in a:
+        assert np.array_equal(a[name], b[name]), name
+        assert a[name].dtype == b[name].dtype or not same_dtypes, name
+
+
+@pytest.mark.parametrize("objective", ["fm", "tb"])
+def test_a_batch_split_into_records_stacks_back_to_the_same_arrays(objective):
+    """The serial runtime trains on a whole rollout batch, the Ray learner on its records stacked:
+    they must be the same arrays (parents in the same order too), so both train alike."""
+    from distgfn.batch import training_batch, training_batch_of
+
+    cfg = load_config(None, CFG + [f"objective.name={objective}"])
+    rollout = RolloutWorker(cfg, seed=3).sample()
+    assert_same_arrays(training_batch_of(split_batch(rollout.batch)), rollout.batch)
+    assert_same_arrays(training_batch(encode_records(rollout, "a")), rollout.batch, same_dtypes=False)
+
+
+def test_local_records_train_on_their_batch_whole_only_when_they_are_all_of_it_in_order(made):
+    from distgfn.batch import training_batch_of
+    from distgfn.rollout import local_records, local_training_batch
+
+    cfg = made[0]
+    worker = RolloutWorker(cfg, seed=0)
+    first, second = worker.sample(), worker.sample()
+    a, b = local_records(first, "s.0"), local_records(second, "s.1")
+    assert local_training_batch(a) is first.batch
+    parts_a, parts_b = split_batch(first.batch), split_batch(second.batch)
+    for records, parts in (
+        (a[1:], parts_a[1:]),  # not all of it
+        (a[::-1], parts_a[::-1]),  # out of order
+        (a[:3] + b[:2], parts_a[:3] + parts_b[:2]),  # two batches
+    ):
+        assert_same_arrays(local_training_batch(records), training_batch_of(parts))
