@@ -3,9 +3,10 @@
     worker --records--> ReplayTable (fifo) --batch--> Learner      one after the other
 
 The parts are the Ray runtime's: a rollout worker's batches become records in a replay table
-(in process, `fifo`: each record handed out once, oldest first; a record keeps its batch
-decoded and is encoded to msgpack only when a checkpoint holds it), the learner
-trains on batches the table hands out, metrics rows come from `distgfn.rows` and checkpoints
+(in process, `fifo`: each record handed out once, oldest first; records point into their
+rollout batch, decoded, and are encoded to msgpack only when a checkpoint holds them), the
+learner trains on batches the table hands out (one whole rollout batch as it is:
+rollout.LocalBatch), metrics rows come from `distgfn.rows` and checkpoints
 are `distgfn.runstate`'s layout, so both runtimes write the same metrics and checkpoints, fail
 the same way, and a run resumes in either. What differs is only the schedule: here a batch is
 sampled when the table holds less than one batch, so training is on-policy (the policy lag is
