@@ -112,7 +112,7 @@ def test_a_distributed_seh_run_improves_and_samples_smiles(ray_cluster, seh_data
     assert rows[-1]["loss"] < 0.5 * rows[0]["loss"], [r["loss"] for r in rows]
     logged = read_molecules(tmp_path / "molecules.jsonl")
     # Actors report what they sampled apart from their inserts; all but their last windows.
-    assert 0.8 * rows[-1]["trajectories"] <= len(logged) <= rows[-1]["trajectories"] + 256, \
+    assert 0.9 * rows[-1]["trajectories"] <= len(logged) <= rows[-1]["trajectories"] + 256, \
         (len(logged), rows[-1]["trajectories"])
     assert max(m["version"] for m in logged) > 200, "molecules come from the trained policy's late versions"
     save_config(cfg, tmp_path / "config.yaml")
