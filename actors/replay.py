@@ -1,6 +1,9 @@
 """The replay table as one Ray actor. It is threaded: a blocked insert or sample waits on a
 condition variable in its own thread, without holding up other calls.
 
+At a run's end the driver closes it (`close`): the learner has stopped, so the rate limiter
+no longer holds inserts and the rollout actors' last batches go in, to the final checkpoint.
+
 It also serves the newest published weights: the learner announces each version here, and
 every insert acknowledgement (InsertAck) carries the newest Published version, so rollout
 actors learn of new weights without any extra call.
@@ -15,7 +18,7 @@ import ray
 
 from distgfn import checkpoint
 from distgfn.messages import InsertAck, Published
-from distgfn.replay import ReplayTable, parse_record
+from distgfn.replay import ReplayFull, ReplayTable, parse_record
 from distgfn.wire import WireError
 
 
@@ -30,6 +33,7 @@ class ReplayActor:
         self.changed = threading.Condition()
         self.newest = Published(-1, [None])
         self.turns = Turns()
+        self.closed = False  # the run is ending: no learner samples any more (see close)
 
     def actor_id(self) -> str:
         """Ray's id of this actor, which a RayActorError about it carries."""
@@ -39,6 +43,18 @@ class ReplayActor:
         with self.changed:
             if published.version > self.newest.version:
                 self.newest = published
+
+    def close(self) -> int:
+        """The run is ending and the learner has stopped: the rate limiter stops holding inserts,
+        so the rollout actors' last batches go in (and into the final checkpoint). Capacity still
+        holds an insert that would evict a record never sampled; such an insert now fails at once
+        (ReplayFull) instead of waiting for a learner that will not come. Acknowledgements say
+        the table is closed, so actors begin no new batch. Returns the records inserted so far."""
+        with self.changed:
+            self.closed = True
+            self.table.samples_per_insert = None
+            self.changed.notify_all()
+            return self.table.counters.inserted
 
     def latest(self) -> Published:
         return self.newest
@@ -58,13 +74,14 @@ class ReplayActor:
         with self.changed:
             self.rejected += len(errors)
             turn = self.turns.take() if records else None  # an empty insert only asks for weights
-        taken = 0
+        taken, full_at_close = 0, False
 
         def insert_all() -> tuple[bool, bool]:
-            nonlocal taken
-            if turn is not None and not self.turns.mine(turn):
+            nonlocal taken, full_at_close
+            if turn is not None and not self.closed and not self.turns.mine(turn):
                 return False, False
             taken = self.table.insert(records)
+            full_at_close = self.closed and taken < len(records)
             return taken == len(records), taken > 0
 
         try:
@@ -74,8 +91,11 @@ class ReplayActor:
                 with self.changed:
                     self.turns.done(turn)
                     self.changed.notify_all()
+        if full_at_close:
+            raise ReplayFull(f"the run is ending and all {self.table.capacity} slots of the replay table hold "
+                             f"records never sampled: {len(records)} records could not go in")
         newest = self.newest if self.newest.version > held_version else None
-        return InsertAck(taken, len(errors), errors[:3], newest)
+        return InsertAck(taken, len(errors), errors[:3], newest, closed=self.closed)
 
     def sample(self, n: int, up_to: int, min_version: int | None, timeout_s: float):
         """[(version, blob)] * (n to up_to: see ReplayTable.sample), or None if sampling stayed
@@ -102,7 +122,7 @@ class ReplayActor:
                 if changed:
                     self.changed.notify_all()
                 left = deadline - time.monotonic()
-                if done or left <= 0:
+                if done or left <= 0 or self.closed:
                     return
                 self.changed.wait(left)
 

@@ -36,6 +36,7 @@ class RolloutActor:
         self.insert_timeout_s = insert_timeout_s
         self.begun = deque()  # batches sampled whose rewards are being computed, oldest first
         self.pending = None  # (records, ObjectRef of their insert)
+        self.closed = False  # the replay table said the run is ending: begin no new batch
         # Over the actor's life: trajectories finished (scored or failed), records made, and
         # records the replay table confirmed taking.
         self.totals = {"trajectories": 0, "records": 0, "in_replay": 0}
@@ -55,15 +56,23 @@ class RolloutActor:
         report = ActorReport()
         end = time.perf_counter() + seconds
         while len(report.versions) != max_batches:
-            while len(self.begun) < self.in_flight:
-                report.insert_wait_s += self.flush()  # sample with the newest weights the ack names
-                self.begun.append(self.worker.begin())
-            if not wait([self.begun[0].scored], timeout=max(end - time.perf_counter(), 0)).done:
+            self.begin_batches(report)
+            if self.closed or not wait([self.begun[0].scored], timeout=max(end - time.perf_counter(), 0)).done:
                 break
             self.send(self.begun.popleft(), report)
             if time.perf_counter() >= end:
                 break
         return self.finish_report(report)
+
+    def begin_batches(self, report: ActorReport) -> None:
+        """Begins batches until reward.in_flight are in flight, each once the previous insert
+        is acknowledged, with the newest weights the acknowledgement names; none once the
+        replay table is closed (the run is ending: `drain` finishes those begun)."""
+        while len(self.begun) < self.in_flight:
+            report.insert_wait_s += self.flush()
+            if self.closed:
+                return
+            self.begun.append(self.worker.begin())
 
     def drain(self) -> ActorReport:
         """Finishes every batch begun and waits until all its records are in the replay table;
@@ -113,6 +122,7 @@ class RolloutActor:
             if ack.rejected:
                 raise ValueError(f"replay rejected {ack.rejected} records: {ack.errors}")
             self.adopt(ack.newest)
+            self.closed = ack.closed
             self.totals["in_replay"] += ack.taken
             records = records[ack.taken:]
             if not records:

@@ -85,7 +85,7 @@ class ControlLoop:
         self.checkpoints = RayCheckpoints(cfg, run_dir, self.reporting.rows, self.evaluator, self.reporting.log)
         self.scaling = Scaling(cfg, run_dir)
         self.step = self.role_restarts = self.past_actor_failures = 0
-        self.departed: dict[str, dict] = {}  # name -> lifetime totals of each actor scaled away
+        self.departed: dict[str, dict] = {}  # name -> lifetime totals of each actor gone (scaled away, or at the end)
 
     @property
     def num_actors(self) -> int:
@@ -140,6 +140,8 @@ class ControlLoop:
                 stats = unwrap(training.popleft())
                 if calls:
                     training.append(self.roles.learner.train.remote(calls.pop(0)))
+                if not training:  # the last update: the actors' last batches go into the last row
+                    self.end_sampling()
                 self.on_update(stats)
             self.checkpoints.save(self.roles)
         except ray.exceptions.RayActorError as e:
@@ -156,8 +158,12 @@ class ControlLoop:
         print(f"distgfn: {why}; saving a checkpoint and the model, then stopping", file=sys.stderr)
         self.roles.learner.stop.remote()
         if training is not None:
+            self.end_sampling()
             self.finish_training_calls(training)
         self.checkpoints.save_final(self.roles)
+
+    def end_sampling(self) -> None:
+        end_sampling(self.fleet, self.roles.replay, self.reporting.rows, self.step, self.cfg.ray.progress_timeout_s)
 
     def wait_for(self, training):
         """The first call to finish (an actor's or the learner's), or None when only an actor
@@ -229,6 +235,33 @@ def train_calls(step: int, steps: int, per_call: int) -> list[int]:
     also when resuming from a step between them."""
     ends = sorted({*range(step - step % per_call + per_call, steps, per_call), steps})
     return [end - start for start, end in zip([step] + ends, ends) if end > start]
+
+
+def end_sampling(fleet: Fleet, replay, rows: Rows, step: int, timeout_s: float) -> None:
+    """The run's end: the replay table stops holding inserts (ReplayActor.close), and every
+    rollout actor returns its call in flight and then finishes and inserts every batch it began
+    (Fleet.end). The rewards already paid for go to the final checkpoint, and what the actors
+    sampled to the rows (the last row, molecules.jsonl). Waits up to timeout_s
+    (ray.progress_timeout_s) and says what did not finish. A failure here is reported, not
+    raised: the run's final checkpoint comes next."""
+    start, failed = time.monotonic(), []
+    inserted = ray.get(replay.close.remote(), timeout=timeout_s)
+    fleet.end()
+    while fleet.refs() and (left := timeout_s - (time.monotonic() - start)) > 0:
+        ready, _ = ray.wait(fleet.refs(), num_returns=1, timeout=left)
+        for ref in ready:
+            try:
+                report, lost = fleet.take(ref)
+                rows.observe(report, lost, step)
+            except Exception as e:  # whatever the cause: reported, and the checkpoint is still saved
+                failed.append(f"{type(e).__name__}: {e}")
+    records = ray.get(replay.stats.remote(), timeout=timeout_s)["inserted"] - inserted
+    line = f"the rollout actors' last batches: {records} records went into the replay table and the final checkpoint"
+    if fleet.refs():
+        line += f"; {len(fleet.refs())} actors did not finish within {timeout_s:g} s (ray.progress_timeout_s)"
+    if failed:
+        line += f"; {len(failed)} actors failed to finish ({failed[0]})"
+    print(f"distgfn: {line}", file=sys.stderr)
 
 
 NOTICE_EVERY_S = 30.0  # how often a run with no rollout actor running says so

@@ -5,6 +5,7 @@
     ready, _ = ray.wait(fleet.refs() + [learner_call], num_returns=1)
     report, lost = fleet.take(ready[0])  # the actor's report (None if it died), and its next call
     fleet.scale_to(2)                   # two leave: they drain (finish and insert), then go
+    fleet.end()                         # the run's end: every actor drains, then goes
 
 Every actor has one call in flight: `run` (sample for actors.report_every_s) or, once it is
 leaving, `drain`. A call whose actor died is lost (`lost`); Ray restarts the actor
@@ -48,23 +49,29 @@ class Fleet:
     def __init__(self, make_actor: Callable[[str, int], object], max_restarts: int, run_s: float,
                  on_restart: Callable[[object], None] | None = None, departed: dict | None = None):
         """`make_actor(name, index)` creates a RolloutActor; `on_restart(handle)` is told of an
-        actor Ray rebuilt; `departed` collects the lifetime totals of each actor scaled away."""
+        actor Ray rebuilt; `departed` collects the lifetime totals of each actor that drained and
+        went (scaled away, or at the run's end)."""
         self.make_actor, self.max_restarts, self.run_s, self.on_restart = make_actor, max_restarts, run_s, on_restart
         self.members: dict[str, Member] = {}
         self.calls: dict = {}  # ObjectRef of a call in flight -> the actor's name
         self.departed = departed if departed is not None else {}
         self.next_index = 0
         self.failures = 0  # actor deaths seen
+        self.ended: tuple[int, int] | None = None  # at the run's end (see end): (target, running) then
 
     @property
     def target(self) -> int:
-        """The actors that stay (leaving ones not counted)."""
+        """The actors that stay (leaving ones not counted; at the run's end, those before it)."""
+        if self.ended is not None:
+            return self.ended[0]
         return sum(not m.leaving for m in self.members.values())
 
     @property
     def running(self) -> int:
         """The actors that stay and whose last call returned (the others wait for a node, start,
         or are being restarted)."""
+        if self.ended is not None:
+            return self.ended[1]
         return sum(m.running and not m.leaving for m in self.members.values())
 
     def saw_inserts(self, inserted_by: dict[str, int]) -> None:
@@ -101,6 +108,14 @@ class Fleet:
             if member.retry_at is not None:  # restarting: its next call is the drain
                 member.retry_at = None
                 self.call(name)
+
+    def end(self) -> None:
+        """The run's end: every actor drains after the call it has in flight (finishes and
+        inserts every batch it began), then goes. One that Ray is restarting is not called
+        again: the batches its death lost are counted among the actor failures."""
+        self.ended = self.ended or (self.target, self.running)
+        for member in self.members.values():
+            member.leaving, member.retry_at = True, None
 
     def call(self, name: str) -> None:
         m = self.members[name]
@@ -163,10 +178,11 @@ class Fleet:
         member = self.members.pop(name)
         if totals:
             self.departed[name] = totals
+        if totals and self.ended is None:
             print(f"distgfn: {name} left: {totals['trajectories']} trajectories sampled, {totals['records']} "
                   f"records made, {totals['in_replay']} in the replay table", file=sys.stderr)
         ray.kill(member.handle)
-        if not self.members:
+        if not self.members and self.ended is None:
             raise RuntimeError("every rollout actor died more than actors.max_restarts times")
 
     def kill(self, wait_s: float = 10.0) -> None:

@@ -34,6 +34,7 @@ class InsertAck:
     rejected: int = 0
     errors: list[str] = field(default_factory=list)  # the first few rejections, each naming why
     newest: Published | None = None  # None: the sender holds the newest version already
+    closed: bool = False  # the run is ending (ReplayActor.close): begin no new batch
 
 
 @dataclass

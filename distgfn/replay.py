@@ -37,6 +37,11 @@ import numpy as np
 from distgfn import wire
 
 
+class ReplayFull(RuntimeError):
+    """At a run's end (the learner stopped), an insert that capacity holds: every slot holds a
+    record never sampled."""
+
+
 @dataclass
 class Record:
     id: str

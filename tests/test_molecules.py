@@ -100,10 +100,8 @@ def test_score_reports_bad_smiles_per_line_and_scores_the_rest(seh_data, tmp_pat
 
 
 def test_a_distributed_seh_run_improves_and_samples_smiles(ray_cluster, seh_data, tmp_path):
-    # Short report windows: an actor reports what it sampled every actors.report_every_s, and
-    # the last window of each is lost when the run ends (counted in by the replay, never logged).
     cfg = molecule_config(seh_data, "learner.steps=300", "log.every=50", "checkpoint.every=0",
-                          "replay.min_size=32", "learner.lr=0.001", "actors.report_every_s=0.2")
+                          "replay.min_size=32", "learner.lr=0.001")
     driver.train(cfg, tmp_path, progress=lambda row, total: None)
     # The reward of 640-molecule windows after 300 updates varies too much between runs to
     # assert on (last-window mean 0.27 to 0.51 from a first-window 0.30, before and after the
@@ -111,9 +109,9 @@ def test_a_distributed_seh_run_improves_and_samples_smiles(ray_cluster, seh_data
     rows = read_metrics(tmp_path / "metrics.jsonl")
     assert rows[-1]["loss"] < 0.5 * rows[0]["loss"], [r["loss"] for r in rows]
     logged = read_molecules(tmp_path / "molecules.jsonl")
-    # Actors report what they sampled apart from their inserts; all but their last windows.
-    assert 0.9 * rows[-1]["trajectories"] <= len(logged) <= rows[-1]["trajectories"] + 256, \
-        (len(logged), rows[-1]["trajectories"])
+    # The run's end takes every actor's last report and batches: each molecule is logged once.
+    scored = [m for m in logged if "error" not in m]  # a molecule whose reward failed is logged, not inserted
+    assert len(scored) == rows[-1]["trajectories"], (len(scored), rows[-1]["trajectories"])
     assert max(m["version"] for m in logged) > 200, "molecules come from the trained policy's late versions"
     save_config(cfg, tmp_path / "config.yaml")
     out = subprocess.run([sys.executable, "-m", "distgfn", "sample", str(tmp_path), "-n", "5"],

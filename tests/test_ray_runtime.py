@@ -67,6 +67,26 @@ def test_replay_actor_holds_back_inserts_when_samples_lag(ray_cluster):
     assert ray.get(pending, timeout=30).taken == 2
 
 
+def test_a_closed_replay_actor_takes_held_inserts_and_refuses_only_what_capacity_holds(ray_cluster):
+    from distgfn.replay import ReplayFull
+
+    ray = ray_cluster
+    replay = make_replay(min_size=2, samples_per_insert=2.0, error_buffer=2.0, batch_size=1)
+    assert ray.get(replay.insert.remote(records(3), 0.05)).taken == 3
+    held = replay.insert.remote(records(2, start=3), 60.0)
+    assert ray.get(replay.insert.remote(records(1, start=5), 0.05)).taken == 0, "the rate limiter holds inserts"
+    ray.get(replay.close.remote())
+    ack = ray.get(held, timeout=30)
+    assert ack.taken == 2 and ack.closed, "the learner has stopped: held inserts go in"
+    assert ray.get(replay.stats.remote())["inserted"] == 5
+    full = make_replay(capacity=4)
+    ray.get(full.insert.remote(records(4), 0.05))
+    ray.get(full.close.remote())
+    with pytest.raises(ReplayFull, match="all 4 slots"):
+        ray.get(full.insert.remote(records(1, start=4), 60.0), timeout=30)
+    assert ray.get(full.stats.remote())["inserted"] == 4, "no record never sampled is evicted"
+
+
 def test_replay_actor_serves_held_inserts_first_come_first_served(ray_cluster):
     import time
 
@@ -278,46 +298,47 @@ def test_a_driver_killed_with_sigkill_resumes_without_gaps_or_duplicates(ray_clu
     assert steps == list(range(50, 601, 50)), f"before the kill: {before}"
 
 
-def answer_when_back(ray, call, timeout_s):
-    """call() -> ObjectRef of an actor method, retried while Ray restarts the actor (bounded)."""
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return ray.get(call(), timeout=timeout_s)
-        except ray.exceptions.ActorUnavailableError:
-            assert time.monotonic() < deadline, "the actor did not come back"
-            time.sleep(0.2)
-
-
 def test_a_killed_rollout_actor_restarts_with_current_weights_and_the_run_completes(ray_cluster, tmp_path):
     ray = ray_cluster
     cfg = load_config(None, ["learner.steps=300", "log.every=50", "eval.every=150", "replay.min_size=16",
-                             "actors.report_every_s=0.2",
-                             # no rate limit: after the run, the restarted actor's insert is not held back
-                             "replay.samples_per_insert=null"])
-    lost = []  # (actor name, step) of a kill that cost a call in flight
+                             "actors.report_every_s=0.2"])
+    lost = []  # (actor name, step, calls taken until then) of a kill that cost a call in flight
+    taken = []  # (actor name, report or None) of every actor call the run took, in order
 
     def kill_an_actor_from_100(row, total):
         if row["step"] >= 100 and not lost:  # until a kill lands while a call is in flight
             killed = kill_during_a_call(ray, loop.fleet)
             if killed and killed[1]:
-                lost.append((killed[0], row["step"]))
+                lost.append((killed[0], row["step"], len(taken)))
 
     loop = driver.ControlLoop(cfg, tmp_path, progress=kill_an_actor_from_100)
     try:
         loop.start()
+        record_takes(loop.fleet, taken)
         loop.run()
-        assert lost, "no kill landed while one of the actor's calls was in flight"
-        actor = loop.fleet.members[lost[0][0]].handle
-        first_batch = answer_when_back(ray, lambda: actor.run.remote(0.0), timeout_s=60)
     finally:
         loop.close()
+    assert lost, "no kill landed while one of the actor's calls was in flight"
+    name, step, before = lost[0]
+    after = [report for who, report in taken[before:] if who == name and report is not None and report.versions]
+    assert after, f"{name} reported no batch after its restart"
     rows = read_metrics(tmp_path / "metrics.jsonl")
     assert [r["step"] for r in rows] == [50, 100, 150, 200, 250, 300]
     assert rows[-1]["actor_failures"] >= 1 and sum(r["lost_actor_calls"] for r in rows) >= 1
-    assert first_batch.versions[0] > lost[0][1], "the restarted actor samples with weights newer than at its death"
+    assert after[0].versions[0] > step, "the restarted actor samples with weights newer than at its death"
+
+
+def record_takes(fleet, taken: list) -> None:
+    """Keeps (actor name, report) of every call the fleet takes (observation only)."""
+    take = fleet.take
+
+    def recording(ref):
+        name = fleet.calls[ref]
+        report, lost = take(ref)
+        taken.append((name, report))
+        return report, lost
+
+    fleet.take = recording
 
 
 @pytest.mark.parametrize("role", ["learner", "replay"])
@@ -426,12 +447,19 @@ def test_actors_sample_actors_batch_size_at_once_and_the_learner_trains_sampler_
     cfg = load_config(None, ["actors.num=1", "actors.batch_size=40", "learner.steps=100", "log.every=50",
                              "eval.every=0", "replay.min_size=16", "replay.samples_per_insert=null"])
     loop = driver.ControlLoop(cfg, tmp_path, progress=quiet)
+    reports, observe = [], loop.reporting.rows.observe
+
+    def keep(report, lost, step):  # every actor report the run takes, the last (drained) ones too
+        reports.append(report)
+        observe(report, lost, step)
+
+    loop.reporting.rows.observe = keep
     try:
         loop.start()
         loop.run()
-        report = ray_cluster.get(loop.fleet.handles()[0].run.remote(0.0), timeout=60)
     finally:
         loop.close()
-    assert len(report.versions) == 1 and len(report.sampled.objects) == 40, "40 trajectories a batch"
+    batches = [(len(r.versions), len(r.sampled.objects)) for r in reports if r.versions]
+    assert batches and all(objects == 40 * n for n, objects in batches), f"40 trajectories a batch: {batches}"
     rows = read_metrics(tmp_path / "metrics.jsonl")
     assert [r["batch_mean"] for r in rows] == [16, 16], "16 records an update (sampler.batch_size)"

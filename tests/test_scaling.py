@@ -78,7 +78,7 @@ def test_scaling_a_running_job_from_1_to_3_actors_and_back_loses_nothing(ray_clu
     counts = [r["actors"] for r in rows]
     assert counts[0] == 1 and 3 in counts and counts[-1] == 1
     departed = job.loop.departed
-    assert set(departed) == {"actor1", "actor2"}, "the two newest actors left"
+    assert set(departed) == {"actor0", "actor1", "actor2"}, "actor1 and actor2 left, then actor0 at the end"
     for name, totals in departed.items():
         assert totals["trajectories"] > 0
         assert totals["trajectories"] == totals["in_replay"] == job.replay_stats["inserted_by"][name], \
