@@ -18,7 +18,6 @@ Three policies for records the learner cannot keep up with:
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import statistics
 import tempfile
@@ -31,6 +30,7 @@ import ray  # noqa: E402
 from distgfn import driver, serial  # noqa: E402
 from distgfn.config import load_config  # noqa: E402
 from distgfn.metrics import read_metrics  # noqa: E402
+from paired import ratio_interval  # noqa: E402  (benchmarks/paired.py)
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "hypergrid-4d.yaml"
 POLICIES = {"keep": [], "grow": ["learner.max_batch=64"], "drop": ["learner.max_policy_lag=20"]}
@@ -123,19 +123,11 @@ def paired_ratio(counts: list[int], serial_counts: list[int]) -> str:
     """The geometric mean over seeds of (this run's count / serial's for the same seed), with a
     95% t-interval: whether a run kind needs more scored trajectories than serial, told apart
     from the seed-to-seed spread."""
-    if counts is serial_counts or len(counts) < 2:
+    interval = None if counts is serial_counts else ratio_interval(counts, serial_counts)
+    if interval is None:
         return ""
-    logs = [math.log(a / b) for a, b in zip(counts, serial_counts)]
-    half = T_95[min(len(logs) - 1, len(T_95)) - 1] * statistics.stdev(logs) / math.sqrt(len(logs))
-    mean = statistics.fmean(logs)
-    return (f"; per-seed ratio to serial: geometric mean {math.exp(mean):.3f} "
-            f"(95% interval {math.exp(mean - half):.3f}-{math.exp(mean + half):.3f})")
-
-
-# Student's t, two-sided 95%, for 1 .. 30 degrees of freedom (the last one serves beyond).
-T_95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-        2.045, 2.042]
+    mean, low, high = interval
+    return f"; per-seed ratio to serial: geometric mean {mean:.3f} (95% interval {low:.3f}-{high:.3f})"
 
 
 PARTS = {"throughput": throughput, "learning": learning}

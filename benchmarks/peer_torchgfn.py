@@ -4,28 +4,33 @@ Both train HyperGrid ndim 4, height 8 (cells {0..7}^4, every cell may exit), the
 reward R0 = 0.1, R1 = 0.5, R2 = 2.0, with flow matching, batch 16 on-policy trajectories
 per update (no epsilon, temperature 1), an MLP with 2 hidden layers of 256 (LeakyReLU) over the
 per-coordinate one-hot input, Adam lr 1e-3 at a constant rate, on one CPU thread; distgfn
-in its serial runtime. The torchgfn model starts from distgfn's initial weights (seed 0).
+in its serial runtime. The torchgfn model starts from distgfn's initial weights for the same seed.
 
 Prints, for each framework:
   - trajectories per second sampled and trained (a timed run of --speed-steps updates, no
     evaluation inside the timed part);
-  - trajectories and training seconds until l1_exact <= 0.05, evaluated every 125 updates
-    (evaluation time left out), within --budget trajectories; the run stops at the target;
-and the ratios distgfn/torchgfn.
+  - for each of --seeds seeds, trajectories and training seconds until l1_exact <= 0.05,
+    evaluated every 125 updates (evaluation time left out), within --budget trajectories; the
+    run stops at the target;
+and the ratios distgfn/torchgfn: throughput, and over the seeds the geometric mean of the
+per-seed ratios of training time (and trajectories) to the target, with a 95% interval. The
+same seed gives both frameworks the same initial weights; one seed's figures move a lot.
 
 l1_exact is distgfn's: sum over the 4096 cells of |P_policy(x) - R(x)/Z|, with P_policy the
 learned policy's exact terminal distribution (dynamic programming over the DAG, no sampling).
 
     pip install -e '.[bench]'     # torchgfn==2.4.1 (it declares numpy<2; it runs with numpy 2 too)
-    python benchmarks/peer_torchgfn.py [--budget 150000] [--speed-steps 1500] [--skip-quality]
+    python benchmarks/peer_torchgfn.py [--budget 150000] [--speed-steps 1500] [--seeds 3] [--skip-quality]
 
-About 3 minutes on one CPU thread with the defaults (each learning run stops at the target).
+About 1 minute per seed plus 1 for throughput, on one CPU thread (each learning run stops at
+the target).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -42,6 +47,7 @@ from distgfn.config import load_config  # noqa: E402
 from distgfn.learning import Learner  # noqa: E402
 from distgfn.metrics import read_metrics  # noqa: E402
 from distgfn.rewards.hypergrid import HyperGridReward  # noqa: E402
+from paired import ratio_interval  # noqa: E402  (benchmarks/paired.py)
 
 NDIM, HEIGHT, R0, R1, R2 = 4, 8, 0.1, 0.5, 2.0
 BATCH, HIDDEN, LAYERS, LR, SEED = 16, 256, 2, 1e-3, 0
@@ -169,12 +175,12 @@ def torchgfn_update(env, gflownet, optimizer) -> float:
     return loss.item()
 
 
-def torchgfn_run(init_from, updates: int, evaluate: bool, target: np.ndarray) -> dict:
+def torchgfn_run(init_from, updates: int, evaluate: bool, target: np.ndarray, seed: int = SEED) -> dict:
     """Trains `updates` updates (stopping once l1_exact <= TARGET when evaluating); only the
     sample + loss + step loop is timed. Evaluation: terminal_distribution + l1_exact (torchgfn's
     env.validate only estimates l1 from fresh samples, so it is not used)."""
     env, gflownet, optimizer = torchgfn_setup(init_from)
-    torch.manual_seed(SEED)
+    torch.manual_seed(seed)
     train_s, l1s, reached = 0.0, [], None
     for step in range(1, updates + 1):
         start = time.perf_counter()
@@ -201,9 +207,9 @@ def distgfn_config(overrides: list[str]):
     return load_config(None, DISTGFN + overrides)
 
 
-def distgfn_initial_model():
+def distgfn_initial_model(seed: int = SEED):
     """The model serial.train starts from: seed_everything(seed), then Learner(cfg)."""
-    cfg = distgfn_config([])
+    cfg = distgfn_config([f"seed={seed}"])
     serial.seed_everything(cfg.seed)
     return Learner(cfg)
 
@@ -232,8 +238,8 @@ def distgfn_speed(steps: int) -> dict:
     return {"traj_per_s": row["trajectories"] / seconds, "trajectories": row["trajectories"], "train_s": seconds}
 
 
-def distgfn_quality(budget: int) -> dict:
-    rows, seconds = distgfn_run([f"learner.steps={budget // BATCH}", f"log.every={EVAL_EVERY}",
+def distgfn_quality(budget: int, seed: int = SEED) -> dict:
+    rows, seconds = distgfn_run([f"seed={seed}", f"learner.steps={budget // BATCH}", f"log.every={EVAL_EVERY}",
                                  f"eval.every={EVAL_EVERY}"], True)
     reached = None
     for row, s in zip(rows, seconds):
@@ -324,6 +330,45 @@ def _dg_reward(cfg, env):
     return make_reward(cfg, env)
 
 
+# ---------------------------------------------------------------- time to quality over seeds
+
+def compare_quality(seeds: int, budget: int, target: np.ndarray) -> None:
+    """Both frameworks to l1_exact <= TARGET for each seed (same initial weights per seed), then
+    the geometric mean over seeds of distgfn/torchgfn training time and trajectories."""
+    reached = {"distgfn": [], "torchgfn": []}
+    for seed in range(seeds):
+        init = distgfn_initial_model(seed).model
+        quality = {"distgfn": distgfn_quality(budget, seed),
+                   "torchgfn": torchgfn_run(init, budget // BATCH, True, target, seed)}
+        for name, q in quality.items():
+            print(f"seed {seed}: {quality_line(name, q)}", flush=True)
+            reached[name].append(q["reached"])
+    if not all(all(runs) for runs in reached.values()):
+        print(f"distgfn/torchgfn training time to l1_exact <= {TARGET}: n/a (a run did not reach it)")
+        return
+    for name, runs in reached.items():
+        print(f"{name}: median {statistics.median(r['trajectories'] for r in runs):,.0f} trajectories, "
+              f"{statistics.median(r['train_s'] for r in runs):.1f} s of training to l1_exact <= {TARGET}")
+    for what, less in (("train_s", "less training time"), ("trajectories", "fewer trajectories")):
+        d, t = [r[what] for r in reached["distgfn"]], [r[what] for r in reached["torchgfn"]]
+        interval = ratio_interval(d, t)
+        spread = f" (95% interval {1 / interval[2]:.2f}-{1 / interval[1]:.2f})" if interval else ""
+        mean = interval[0] if interval else d[0] / t[0]
+        print(f"to l1_exact <= {TARGET}, distgfn needs {1 / mean:.2f}x {less} than torchgfn{spread}: "
+              f"torchgfn/distgfn per seed, geometric mean over {len(d)} seeds")
+
+
+def quality_line(name: str, q: dict) -> str:
+    every = max(1, len(q["l1s"]) // 8)
+    curve = f"l1_exact every {every * EVAL_EVERY} updates: " + " ".join(f"{l1:.3f}" for _, l1 in q["l1s"][::every])
+    if q["reached"]:
+        hit = q["reached"]
+        return (f"{name}: l1_exact <= {TARGET} after {hit['trajectories']} trajectories (step {hit['step']}), "
+                f"{hit['train_s']:.1f} s of training; {curve}")
+    return (f"{name}: l1_exact <= {TARGET} not reached within {q['trajectories']} trajectories "
+            f"({q['train_s']:.1f} s of training; last l1_exact {q['l1s'][-1][1]:.4f}); {curve}")
+
+
 # ---------------------------------------------------------------- main
 
 def main() -> None:
@@ -331,6 +376,7 @@ def main() -> None:
     p.add_argument("--budget", type=int, default=150_000, help="trajectories per learning run (each framework)")
     p.add_argument("--speed-steps", type=int, default=1500, help="updates in the timed throughput runs")
     p.add_argument("--skip-quality", action="store_true", help="only the throughput runs")
+    p.add_argument("--seeds", type=int, default=3, help="learning runs per framework (seeds 0 .. N-1)")
     args = p.parse_args()
     torch.set_num_threads(1)
     import gfn
@@ -352,32 +398,10 @@ def main() -> None:
         print(f"{name}: {s['traj_per_s']:.0f} trajectories/s sampled and trained "
               f"({s['trajectories']} trajectories in {s['train_s']:.1f} s)")
 
-    quality = {}
-    if not args.skip_quality:
-        quality["distgfn"] = distgfn_quality(args.budget)
-        quality["torchgfn"] = torchgfn_run(learner.model, args.budget // BATCH, True, target)
-        for name, q in quality.items():
-            every = max(1, len(q["l1s"]) // 8)
-            curve = f"l1_exact every {every * EVAL_EVERY} updates: " + " ".join(
-                f"{l1:.3f}" for _, l1 in q["l1s"][::every])
-            if q["reached"]:
-                hit = q["reached"]
-                print(f"{name}: l1_exact <= {TARGET} after {hit['trajectories']} trajectories (step {hit['step']}), "
-                      f"{hit['train_s']:.1f} s of training; {curve}")
-            else:
-                print(f"{name}: l1_exact <= {TARGET} not reached within {q['trajectories']} trajectories "
-                      f"({q['train_s']:.1f} s of training; last l1_exact {q['l1s'][-1][1]:.4f}); {curve}")
-
     ratio = speed["distgfn"]["traj_per_s"] / speed["torchgfn"]["traj_per_s"]
-    print(f"distgfn/torchgfn throughput: {ratio:.2f}x")
-    if quality:
-        d, t = quality["distgfn"]["reached"], quality["torchgfn"]["reached"]
-        if d and t:
-            print(f"distgfn/torchgfn training time to l1_exact <= {TARGET}: {d['train_s'] / t['train_s']:.2f} "
-                  f"(trajectories: {d['trajectories'] / t['trajectories']:.2f})")
-        else:
-            print(f"distgfn/torchgfn training time to l1_exact <= {TARGET}: n/a (not reached by "
-                  f"{', '.join(n for n, q in quality.items() if not q['reached'])})")
+    print(f"distgfn/torchgfn throughput: {ratio:.2f}x", flush=True)
+    if not args.skip_quality:
+        compare_quality(args.seeds, args.budget, target)
     print(f"total wall time {time.perf_counter() - began:.0f} s", file=sys.stderr)
 
 

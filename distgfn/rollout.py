@@ -153,7 +153,13 @@ def record_parts(rollout: Rollout, prefix: str) -> list[tuple[str, float, dict[s
     if rollout.batch is None:
         return []
     parts = split_batch(rollout.batch)
-    return [(f"{prefix}-{i}", float(log_r), part) for i, (part, log_r) in enumerate(zip(parts, rollout.batch["log_reward"]))]
+    return [(record_id(prefix, i), float(log_r), part) for i, (part, log_r) in enumerate(zip(parts, rollout.batch["log_reward"]))]
+
+
+def record_id(prefix: str, i: int) -> str:
+    """The id of a batch's i-th record: `actor3.1f2e9a0c-17-5` (actor, restart, batch, index);
+    the replay table counts records by the part before the first "."."""
+    return f"{prefix}-{i}"
 
 
 class LocalBatch:
@@ -180,7 +186,7 @@ def local_records(rollout: Rollout, prefix: str) -> list[Record]:
     if rollout.batch is None:
         return []
     whole = LocalBatch(rollout.batch)
-    return [Record(f"{prefix}-{i}", rollout.version, float(log_r), None, (whole, i))
+    return [Record(record_id(prefix, i), rollout.version, float(log_r), None, (whole, i))
             for i, log_r in enumerate(rollout.batch["log_reward"])]
 
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from rdkit import Chem
+from test_records import assert_same_arrays
 
 from distgfn.chem.blocks import load_blocks
 from distgfn.chem.fragment_model import FragmentGNN
@@ -412,7 +413,4 @@ def test_a_fragment_batch_split_into_records_stacks_back_to_the_same_arrays(env)
 
     trajs = random_trajectories(env, 8, seed=4)
     batch = build_batch(env, trajs, np.linspace(-3.0, 0.0, 8), with_parents=True)
-    again = training_batch_of(split_batch(batch))
-    assert sorted(again) == sorted(batch)
-    for name, value in batch.items():
-        assert value.dtype == again[name].dtype and np.array_equal(value, again[name]), name
+    assert_same_arrays(training_batch_of(split_batch(batch)), batch)
