@@ -243,11 +243,31 @@ def end_sampling(fleet: Fleet, replay, rows: Rows, step: int, timeout_s: float) 
     (Fleet.end). The rewards already paid for go to the final checkpoint, and what the actors
     sampled to the rows (the last row, molecules.jsonl). Waits up to timeout_s
     (ray.progress_timeout_s) and says what did not finish. A failure here is reported, not
-    raised: the run's final checkpoint comes next."""
-    start, failed = time.monotonic(), []
-    inserted = ray.get(replay.close.remote(), timeout=timeout_s)
-    fleet.end()
-    while fleet.refs() and (left := timeout_s - (time.monotonic() - start)) > 0:
+    raised: the final checkpoint comes next (with the replay table dead, the run's failure
+    handling takes over there: recovery, or a warning on a stop)."""
+    deadline = time.monotonic() + timeout_s
+    try:
+        inserted = ray.get(replay.close.remote(), timeout=timeout_s)
+        fleet.end()
+        failed = take_last_reports(fleet, rows, step, deadline)
+        records = ray.get(replay.stats.remote(), timeout=timeout_s)["inserted"] - inserted
+    except ray.exceptions.RayError as e:
+        print(f"distgfn: warning: the replay table failed at the run's end ({type(e).__name__}); the rollout "
+              f"actors' last batches are not saved", file=sys.stderr)
+        return
+    line = f"the rollout actors' last batches: {records} records went into the replay table and the final checkpoint"
+    if fleet.refs():
+        line += f"; {len(fleet.refs())} actors did not finish within {timeout_s:g} s (ray.progress_timeout_s)"
+    if failed:
+        line += f"; {len(failed)} actors failed to finish ({failed[0]})"
+    print(f"distgfn: {line}", file=sys.stderr)
+
+
+def take_last_reports(fleet: Fleet, rows: Rows, step: int, deadline: float) -> list[str]:
+    """The ending actors' reports, to the rows, until every call returned or the deadline;
+    returns why each call that failed did."""
+    failed = []
+    while fleet.refs() and (left := deadline - time.monotonic()) > 0:
         ready, _ = ray.wait(fleet.refs(), num_returns=1, timeout=left)
         for ref in ready:
             try:
@@ -255,13 +275,7 @@ def end_sampling(fleet: Fleet, replay, rows: Rows, step: int, timeout_s: float) 
                 rows.observe(report, lost, step)
             except Exception as e:  # whatever the cause: reported, and the checkpoint is still saved
                 failed.append(f"{type(e).__name__}: {e}")
-    records = ray.get(replay.stats.remote(), timeout=timeout_s)["inserted"] - inserted
-    line = f"the rollout actors' last batches: {records} records went into the replay table and the final checkpoint"
-    if fleet.refs():
-        line += f"; {len(fleet.refs())} actors did not finish within {timeout_s:g} s (ray.progress_timeout_s)"
-    if failed:
-        line += f"; {len(failed)} actors failed to finish ({failed[0]})"
-    print(f"distgfn: {line}", file=sys.stderr)
+    return failed
 
 
 NOTICE_EVERY_S = 30.0  # how often a run with no rollout actor running says so

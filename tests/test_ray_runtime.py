@@ -214,11 +214,30 @@ def test_ctrl_c_or_sigterm_stops_a_run_cleanly_with_a_checkpoint_and_the_model(t
         proc.kill()
     assert proc.returncode == 0, out
     assert "interrupted; saving a checkpoint and the model" in out
+    assert "the rollout actors' last batches:" in out and "did not finish" not in out, out
     assert (run / "model.pt").exists()
     from distgfn import checkpoint
 
     assert checkpoint.load_latest(run / "checkpoints")[0] >= read_metrics(run / "metrics.jsonl")[-1]["step"]
     assert read_metrics(run / "metrics.jsonl")[-1]["step"] < 1000000
+
+
+def test_a_stop_with_the_replay_table_dead_says_so_and_ends_without_a_traceback(ray_cluster, tmp_path, capsys):
+    cfg = load_config(None, ["learner.steps=100000", "log.every=50", "eval.every=0", "replay.min_size=16"])
+
+    def kill_the_replay_table_then_stop(row, total):
+        ray_cluster.kill(loop.roles.replay)
+        raise KeyboardInterrupt("stop")  # as Ctrl-C between two rows
+
+    loop = driver.ControlLoop(cfg, tmp_path, progress=kill_the_replay_table_then_stop)
+    try:
+        loop.start()
+        loop.run()
+    finally:
+        loop.close()
+    err = capsys.readouterr().err
+    assert "the replay table failed at the run's end" in err, err
+    assert "no final checkpoint" in err, err
 
 
 def test_a_reward_error_in_an_actor_reaches_the_driver_as_itself(ray_cluster):
