@@ -351,10 +351,10 @@ def compare_quality(seeds: int, budget: int, target: np.ndarray) -> None:
               f"{statistics.median(r['train_s'] for r in runs):.1f} s of training to l1_exact <= {TARGET}")
     for what, less in (("train_s", "less training time"), ("trajectories", "fewer trajectories")):
         d, t = [r[what] for r in reached["distgfn"]], [r[what] for r in reached["torchgfn"]]
-        interval = ratio_interval(d, t)
-        spread = f" (95% interval {1 / interval[2]:.2f}-{1 / interval[1]:.2f})" if interval else ""
-        mean = interval[0] if interval else d[0] / t[0]
-        print(f"to l1_exact <= {TARGET}, distgfn needs {1 / mean:.2f}x {less} than torchgfn{spread}: "
+        interval = ratio_interval(t, d)
+        spread = f" (95% interval {interval[1]:.2f}-{interval[2]:.2f})" if interval else ""
+        mean = interval[0] if interval else t[0] / d[0]
+        print(f"to l1_exact <= {TARGET}, distgfn needs {mean:.2f}x {less} than torchgfn{spread}: "
               f"torchgfn/distgfn per seed, geometric mean over {len(d)} seeds")
 
 
