@@ -481,19 +481,14 @@ def test_actors_sample_actors_batch_size_at_once_and_the_learner_trains_sampler_
     cfg = load_config(None, ["actors.num=1", "actors.batch_size=40", "learner.steps=100", "log.every=50",
                              "eval.every=0", "replay.min_size=16", "replay.samples_per_insert=null"])
     loop = driver.ControlLoop(cfg, tmp_path, progress=quiet)
-    reports, observe = [], loop.reporting.rows.observe
-
-    def keep(report, lost, step):  # every actor report the run takes, the last (drained) ones too
-        reports.append(report)
-        observe(report, lost, step)
-
-    loop.reporting.rows.observe = keep
+    taken = []  # every actor call the run takes, the last (drained) ones too
     try:
         loop.start()
+        record_takes(loop.fleet, taken)
         loop.run()
     finally:
         loop.close()
-    batches = [(len(r.versions), len(r.sampled.objects)) for r in reports if r.versions]
+    batches = [(len(r.versions), len(r.sampled.objects)) for _, r in taken if r is not None and r.versions]
     assert batches and all(objects == 40 * n for n, objects in batches), f"40 trajectories a batch: {batches}"
     rows = read_metrics(tmp_path / "metrics.jsonl")
     assert [r["batch_mean"] for r in rows] == [16, 16], "16 records an update (sampler.batch_size)"
