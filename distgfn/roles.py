@@ -53,6 +53,7 @@ class Roles:
     # Each asked for its Ray actor id when it was made (not waited on: start-up goes on); a
     # RayActorError about a role carries that id.
     id_refs: list
+    started: bool = False  # the learner and the replay table run (wait_started returned)
 
     def role_of(self, error: ray.exceptions.RayActorError) -> str:
         """Which role a RayActorError is about, by the actor id it carries."""
@@ -73,6 +74,7 @@ class Roles:
                 need += f" and the resource {cfg.ray.learner_resource!r} (ray.learner_resource)"
             raise TimeoutError(f"the learner and the replay table did not start within {cfg.ray.progress_timeout_s:g} s "
                                f"(ray.progress_timeout_s): no node offered {need}") from None
+        self.started = True
 
     def restore(self, files: dict[str, bytes]) -> tuple[int, int]:
         """Loads a checkpoint of either runtime into the replay table (with the records the
@@ -99,7 +101,11 @@ class Roles:
 
     def save_model(self, path) -> None:
         """Saves the learner's model; a learner that cannot is reported, not allowed to hide
-        the error that ended the run."""
+        the error that ended the run. A learner that never started has no model to save (it
+        would not answer)."""
+        if not self.started:
+            print("distgfn: no model to save: the learner never started", file=sys.stderr)
+            return
         try:
             self.learner.stop.remote()
             ray.get(self.learner.save_model.remote(str(path)), timeout=60)

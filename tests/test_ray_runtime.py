@@ -460,13 +460,17 @@ def test_a_run_whose_actors_never_start_stops_with_a_checkpoint_naming_what_they
     assert (tmp_path / "model.pt").exists()
 
 
-def test_the_learner_and_replay_table_go_where_ray_learner_resource_is_offered(ray_cluster, tmp_path):
+def test_the_learner_and_replay_table_go_where_ray_learner_resource_is_offered(ray_cluster, tmp_path, capsys):
     cfg = load_config(None, ["ray.learner_resource=gpu_node", "ray.progress_timeout_s=5", "learner.steps=10",
                              "log.every=10", "eval.every=0"])
     with pytest.raises(TimeoutError, match=r"the learner and the replay table did not start within 5 s "
                                            r"\(ray.progress_timeout_s\): no node offered 1 CPU and the resource "
                                            r"'gpu_node' \(ray.learner_resource\)"):
         driver.train(cfg, tmp_path, progress=quiet)
+    err = capsys.readouterr().err
+    # Not a model save waiting on a learner that was never placed, then a GetTimeoutError.
+    assert "no model to save: the learner never started" in err and "could not be saved" not in err
+    assert not (tmp_path / "model.pt").exists()
 
 
 def test_metrics_say_how_many_actors_run_and_how_many_wait(ray_cluster, tmp_path):
