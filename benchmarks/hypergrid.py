@@ -30,13 +30,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from distgfn import serial  # noqa: E402
-from distgfn.batch import build_batch, to_torch  # noqa: E402
+from distgfn.batch import to_torch  # noqa: E402
 from distgfn.config import load_config  # noqa: E402
 from distgfn.learning import Learner  # noqa: E402
 from distgfn.metrics import read_metrics  # noqa: E402
-from distgfn.rewards import score_objects  # noqa: E402
 from distgfn.rollout import RolloutWorker  # noqa: E402
-from distgfn.sampling import sample_trajectories  # noqa: E402
+from steps import timed_step  # noqa: E402  (benchmarks/steps.py)
 
 SETTINGS = ["env.options.ndim=4", "env.options.height=8", "sampler.batch_size=16", "model.options.hidden=256", "model.options.layers=2",
             "learner.lr=0.001"]
@@ -87,25 +86,19 @@ def split(batches: int, warmup: int = 50, compile_loss: bool = False) -> None:
     serial.seed_everything(cfg.seed)
     learner = Learner(cfg)
     worker, timed = RolloutWorker(cfg, seed=cfg.seed, model=learner.model), TimedPolicy()
-    env, s = worker.env, cfg.sampler
+    s = cfg.sampler
     times = dict.fromkeys(["sampling", "reward", "training batch", "learner update"], 0.0)
     shapes, recorded = [], []
     for i in range(warmup + batches):
-        t0 = time.perf_counter()
-        worker.follow(learner.step)
+        start = time.perf_counter()
+        worker.follow(learner.step)  # the policy's snapshot of the weights: part of sampling
         timed.policy, worker.policy = worker.policy, timed
-        trajs = sample_trajectories(env, worker.policy, s.batch_size, worker.rng, s.epsilon, s.temperature)
-        t1 = time.perf_counter()
-        log_r, _ = score_objects(worker.reward, trajs.final, env.keys, cfg.reward.beta)
-        t2 = time.perf_counter()
-        batch = build_batch(env, trajs, log_r, with_parents=True)
-        t3 = time.perf_counter()
-        learner.update(batch)
-        t4 = time.perf_counter()
+        follow_s = time.perf_counter() - start
+        batch, seconds = timed_step(worker, learner)
         if i == warmup - 1:
             timed.seconds, timed.calls, timed.rows = 0.0, 0, 0
         if i >= warmup:
-            for key, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            for key, dt in zip(times, (seconds[0] + follow_s, *seconds[1:])):
                 times[key] += dt
             shapes.append((len(batch["feats"]), len(batch["row"]), len(batch["parent_row"])))
             recorded.append(batch)

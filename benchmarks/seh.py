@@ -35,32 +35,22 @@ def config(data_dir, *overrides):
 
 def split(data_dir, batches: int = 30, batch_size: int = 16) -> None:
     """Where a molecule's time goes, measured piece by piece in one process on one core."""
-    from distgfn.batch import build_batch
     from distgfn.learning import Learner
-    from distgfn.rewards import score_objects
     from distgfn.rollout import RolloutWorker
-    from distgfn.sampling import sample_trajectories
+    from steps import timed_step  # benchmarks/steps.py
 
     cfg = config(data_dir, f"sampler.batch_size={batch_size}")
     worker, learner = RolloutWorker(cfg, seed=0), Learner(cfg)
     worker.set_weights(*learner.weights())
-    env, s = worker.env, cfg.sampler
+    s = cfg.sampler
     times = {"rollout": 0.0, "featurize": 0.0, "reward": 0.0, "learner": 0.0}
     n = 0
     for i in range(batches + 3):
-        t0 = time.perf_counter()
-        trajs = sample_trajectories(env, worker.policy, s.batch_size, worker.rng, s.epsilon, s.temperature)
-        t1 = time.perf_counter()
-        log_r, _ = score_objects(worker.reward, trajs.final, env.keys, cfg.reward.beta)
-        t2 = time.perf_counter()
-        batch = build_batch(env, trajs, log_r, with_parents=True)
-        t3 = time.perf_counter()
-        learner.update(batch)
-        t4 = time.perf_counter()
+        batch, (sample_s, reward_s, batch_s, update_s) = timed_step(worker, learner)
         if i >= 3:  # warm-up batches left out
-            for key, dt in zip(times, (t1 - t0, t3 - t2, t2 - t1, t4 - t3)):
+            for key, dt in zip(times, (sample_s, batch_s, reward_s, update_s)):
                 times[key] += dt
-            n += len(log_r)
+            n += len(batch["log_reward"])
     print(f"time split, ms per molecule (batch {s.batch_size}, FM, model {cfg.model.options}, "
           f"{n} molecules, one core)")
     for key, total in times.items():
