@@ -99,11 +99,14 @@ class ReplayActor:
 
     def sample(self, n: int, up_to: int, min_version: int | None, timeout_s: float):
         """[(version, blob)] * (n to up_to: see ReplayTable.sample), or None if sampling stayed
-        blocked for timeout_s."""
+        blocked for timeout_s, or the table is closed (the learner has stopped: the learner's
+        last prefetch takes nothing, so the records stay in the table and its checkpoint)."""
         batch = None
 
         def sample_once() -> tuple[bool, bool]:
             nonlocal batch
+            if self.closed:
+                return True, False
             batch = self.table.sample(n, up_to, min_version)
             return batch is not None, batch is not None
 

@@ -158,7 +158,8 @@ class ControlLoop:
         print(f"distgfn: {why}; saving a checkpoint and the model, then stopping", file=sys.stderr)
         self.roles.learner.stop.remote()
         if training is not None:
-            self.end_sampling()
+            if self.fleet.ended is None:  # a second Ctrl-C during the normal end: not again
+                self.end_sampling()
             self.finish_training_calls(training)
         self.checkpoints.save_final(self.roles)
 
@@ -248,9 +249,9 @@ def end_sampling(fleet: Fleet, replay, rows: Rows, step: int, timeout_s: float) 
     deadline = time.monotonic() + timeout_s
     try:
         inserted = ray.get(replay.close.remote(), timeout=timeout_s)
-        fleet.end()
+        unbuilt = fleet.end()
         failed = take_last_reports(fleet, rows, step, deadline)
-        records = ray.get(replay.stats.remote(), timeout=timeout_s)["inserted"] - inserted
+        records = ray.get(replay.stats.remote(), timeout=max(deadline - time.monotonic(), 5.0))["inserted"] - inserted
     except ray.exceptions.RayError as e:
         print(f"distgfn: warning: the replay table failed at the run's end ({type(e).__name__}); the rollout "
               f"actors' last batches are not saved", file=sys.stderr)
@@ -260,6 +261,8 @@ def end_sampling(fleet: Fleet, replay, rows: Rows, step: int, timeout_s: float) 
         line += f"; {len(fleet.refs())} actors did not finish within {timeout_s:g} s (ray.progress_timeout_s)"
     if failed:
         line += f"; {len(failed)} actors failed to finish ({failed[0]})"
+    if unbuilt:
+        line += f"; {unbuilt} actors had not started (no node had room for them) and began nothing"
     print(f"distgfn: {line}", file=sys.stderr)
 
 

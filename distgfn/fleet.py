@@ -43,6 +43,7 @@ class Member:
     # look (a first call still sampling counts); else not placed or started yet, or dead.
     running: bool = False
     inserted: int = 0  # records the replay table has taken from it (under this name), at the last look
+    ready: object = None  # ObjectRef of its __ray_ready__ call: done once Ray placed and built it
 
 
 class Fleet:
@@ -95,12 +96,16 @@ class Fleet:
         return ref in self.calls
 
     def scale_to(self, n: int) -> None:
-        """New actors start sampling at once; the newest of the others leave: each drains first."""
+        """New actors start sampling at once; the newest of the others leave: each drains first.
+        Once the run has ended (end), no actor starts or leaves."""
+        if self.ended is not None:
+            return
         staying = [name for name, m in self.members.items() if not m.leaving]
         for _ in range(n - len(staying)):
             name, index = f"actor{self.next_index}", self.next_index
             self.next_index += 1
-            self.members[name] = Member(self.make_actor(name, index))
+            handle = self.make_actor(name, index)
+            self.members[name] = Member(handle, ready=handle.__ray_ready__.remote())
             self.call(name)
         for name in staying[n:]:
             member = self.members[name]
@@ -109,13 +114,27 @@ class Fleet:
                 member.retry_at = None
                 self.call(name)
 
-    def end(self) -> None:
+    def end(self) -> int:
         """The run's end: every actor drains after the call it has in flight (finishes and
         inserts every batch it began), then goes. One that Ray is restarting is not called
-        again: the batches its death lost are counted among the actor failures."""
+        again: the batches its death lost are counted among the actor failures. One that Ray
+        has not placed or built yet (no node had room) began nothing: it goes at once, instead
+        of the end waiting on a call that would never return. Returns how many went so."""
         self.ended = self.ended or (self.target, self.running)
+        members = list(self.members.items())
+        refs = [m.ready for _, m in members if m.ready is not None]
+        built = set(ray.wait(refs, num_returns=len(refs), timeout=0)[0]) if refs else set()
+        unbuilt = [name for name, m in members if m.ready is not None and m.ready not in built]
+        for name in unbuilt:
+            self.drop(name)
         for member in self.members.values():
             member.leaving, member.retry_at = True, None
+        return len(unbuilt)
+
+    def drop(self, name: str) -> None:
+        """Kills an actor and forgets it and its call in flight."""
+        ray.kill(self.members.pop(name).handle)
+        self.calls = {ref: owner for ref, owner in self.calls.items() if owner != name}
 
     def call(self, name: str) -> None:
         m = self.members[name]

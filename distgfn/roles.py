@@ -101,10 +101,10 @@ class Roles:
 
     def save_model(self, path) -> None:
         """Saves the learner's model; a learner that cannot is reported, not allowed to hide
-        the error that ended the run. A learner that never started has no model to save (it
+        the error that ended the run. A learner that did not start has no model to save (it
         would not answer)."""
         if not self.started:
-            print("distgfn: no model to save: the learner never started", file=sys.stderr)
+            print("distgfn: no model to save: the learner did not start", file=sys.stderr)
             return
         try:
             self.learner.stop.remote()

@@ -124,6 +124,8 @@ class Scaling:
         a = self.cfg.actors
         if not a.autoscale or time.monotonic() - self.last_autoscale < a.autoscale_every_s:
             return
+        if self.fleet is not None and self.fleet.ended is not None:  # the run's last rows
+            return
         if not wants_more_workers(row):
             return
         self.last_autoscale = time.monotonic()

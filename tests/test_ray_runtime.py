@@ -79,6 +79,9 @@ def test_a_closed_replay_actor_takes_held_inserts_and_refuses_only_what_capacity
     ack = ray.get(held, timeout=30)
     assert ack.taken == 2 and ack.closed, "the learner has stopped: held inserts go in"
     assert ray.get(replay.stats.remote())["inserted"] == 5
+    # The learner's last prefetch takes nothing: the records stay for the final checkpoint.
+    assert ray.get(replay.sample.remote(1, 5, None, 60.0), timeout=30) is None
+    assert ray.get(replay.stats.remote())["sampled"] == 0
     full = make_replay(capacity=4)
     ray.get(full.insert.remote(records(4), 0.05))
     ray.get(full.close.remote())
@@ -469,7 +472,7 @@ def test_the_learner_and_replay_table_go_where_ray_learner_resource_is_offered(r
         driver.train(cfg, tmp_path, progress=quiet)
     err = capsys.readouterr().err
     # Not a model save waiting on a learner that was never placed, then a GetTimeoutError.
-    assert "no model to save: the learner never started" in err and "could not be saved" not in err
+    assert "no model to save: the learner did not start" in err and "could not be saved" not in err
     assert not (tmp_path / "model.pt").exists()
 
 

@@ -232,23 +232,48 @@ def test_an_actor_dead_past_its_restarts_leaves_the_fleet_and_the_run_goes_on(ra
     assert rows[0]["actors"] == 2 and rows[-1]["actors"] == 1 and rows[-1]["actor_failures"] == 1
 
 
-def test_killing_the_fleet_returns_once_every_call_in_flight_has_ended(ray_cluster):
-    """The driver kills the replay table right after the fleet: a rollout actor still running
-    then would fail its insert into an unhandled error on the user's console."""
-    ray = ray_cluster
-    from distgfn.fleet import Fleet
+def busy_actor(ray, **options):
+    """A rollout actor stand-in whose run never returns on its own (defined here, so Ray ships
+    the class itself: its workers cannot import this test module)."""
 
-    @ray.remote(num_cpus=0)
     class Busy:
-        """A rollout actor stand-in whose run never returns on its own."""
-
         def __init__(self):
             self.never = threading.Event()
 
         def run(self, seconds):
             self.never.wait()
 
-    fleet = Fleet(lambda name, index: Busy.remote(), max_restarts=0, run_s=1.0)
+    return ray.remote(num_cpus=0)(Busy).options(**options).remote()
+
+
+def test_at_the_end_an_actor_no_node_placed_goes_at_once_and_an_ended_fleet_starts_none(ray_cluster):
+    """An actor waiting for a node (scaled beyond the cluster) began nothing: the run's end does
+    not wait on its call, which would never return. Scaling after the end (the last row's
+    autoscale) starts no actor."""
+    ray = ray_cluster
+    from distgfn.fleet import Fleet
+
+    fleet = Fleet(lambda name, index: busy_actor(ray, resources={"nowhere": 1} if index else {}), max_restarts=0,
+                  run_s=1.0)
+    fleet.scale_to(2)
+    ray.get(fleet.members["actor0"].ready, timeout=60)
+    try:
+        assert fleet.end() == 1
+        assert list(fleet.members) == ["actor0"] and len(fleet.refs()) == 1, "actor1 and its call are gone"
+        assert fleet.members["actor0"].leaving, "the placed actor drains after its call in flight"
+        fleet.scale_to(4)
+        assert list(fleet.members) == ["actor0"] and len(fleet.refs()) == 1
+    finally:
+        fleet.kill()
+
+
+def test_killing_the_fleet_returns_once_every_call_in_flight_has_ended(ray_cluster):
+    """The driver kills the replay table right after the fleet: a rollout actor still running
+    then would fail its insert into an unhandled error on the user's console."""
+    ray = ray_cluster
+    from distgfn.fleet import Fleet
+
+    fleet = Fleet(lambda name, index: busy_actor(ray), max_restarts=0, run_s=1.0)
     fleet.scale_to(2)
     refs = fleet.refs()
     fleet.kill()
