@@ -83,16 +83,19 @@ class HeadNode:
         raise RoundTripError(f"the job server at {self.address} did not answer within {timeout_s} s")
 
     def stop(self) -> None:
-        for sig, wait_s in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.proc.wait(timeout=wait_s)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        """SIGTERM to `ray start` alone: Ray drains the node (at once when it is idle) and stops
+        the processes it started; a SIGTERM to the whole group left the node unable to drain,
+        and it waited its full 30 s drain timeout. Then SIGKILL to what is left of the group."""
+        try:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=10)
         self.log.close()
 
 
