@@ -185,6 +185,8 @@ def main() -> None:
     p.add_argument("--batches", type=int, default=300, help="split: batches timed")
     p.add_argument("--compile", action="store_true", help="split: also the update with torch.compile")
     args = p.parse_args()
+    if args.command == "split" and args.batches <= (10 if args.compile else 0):
+        p.error(f"split needs --batches > {10 if args.compile else 0} (--compile times all but the first 10)")
     torch.set_num_threads(1)
     if args.command == "split":
         split(args.batches, compile_loss=args.compile)

@@ -16,7 +16,7 @@ DATA=${DATA:-.device/seh}
 if compgen -G "$WHEELS/*.whl" > /dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/distgfn-site \
         "$WHEELS"/*.whl
-    export PYTHONPATH=/tmp/distgfn-site
+    export PYTHONPATH=/tmp/distgfn-site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
 if [ ! -d "$DATA" ]; then
@@ -28,4 +28,4 @@ fi
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 data_args=()
 if [ -d "$DATA" ]; then data_args=(--data-dir "$DATA"); fi
-python3 benchmarks/learner_device.py "${data_args[@]}" "$@" 2>&1 | tee "${OUT:-/tmp}/learner_device.txt"
+python3 benchmarks/learner_device.py ${data_args[@]+"${data_args[@]}"} "$@" 2>&1 | tee "${OUT:-/tmp}/learner_device.txt"
