@@ -43,7 +43,7 @@ class Member:
     # look (a first call still sampling counts); else not placed or started yet, or dead.
     running: bool = False
     inserted: int = 0  # records the replay table has taken from it (under this name), at the last look
-    ready: object = None  # ObjectRef of a __ray_ready__ call: done once Ray placed and (re)built it
+    ready: object = None  # ObjectRef of its first __ray_ready__ call: done once Ray placed and built it
 
 
 class Fleet:
@@ -117,9 +117,10 @@ class Fleet:
     def end(self) -> int:
         """The run's end: every actor drains after the call it has in flight (finishes and
         inserts every batch it began), then goes. One that Ray is restarting is not called
-        again: the batches its death lost are counted among the actor failures. One that Ray
-        has not placed or (re)built yet (no node had room) began nothing: it goes at once,
-        instead of the end waiting on a call that would never return. Returns how many went so."""
+        again (a retry call already made is waited for): the batches its death lost are counted
+        among the actor failures. One that Ray has not placed or built yet (no node had room)
+        began nothing: it goes at once, instead of the end waiting on a call that would never
+        return. Returns how many went so."""
         self.ended = self.ended or (self.target, self.running)
         members = list(self.members.items())
         refs = [m.ready for _, m in members if m.ready is not None]
@@ -167,8 +168,6 @@ class Fleet:
         restarts; True if this is a new death (its call is lost), not a retry's."""
         member = self.members[name]
         member.running = False
-        # Done once Ray has rebuilt it: until then the end need not wait for its call (end).
-        member.ready = member.handle.__ray_ready__.remote()
         if member.restarting:  # a retry while Ray restarts it: nothing new was lost
             member.retry_at = time.monotonic() + RETRY_PAUSE_S
             return False
