@@ -262,7 +262,7 @@ def end_sampling(fleet: Fleet, replay, rows: Rows, step: int, timeout_s: float) 
     if failed:
         line += f"; {len(failed)} actors failed to finish ({failed[0]})"
     if unbuilt:
-        line += f"; {unbuilt} actors had not started (no node had room for them) and began nothing"
+        line += f"; {unbuilt} actors had not started (waiting for a node, or still starting) and began nothing"
     print(f"distgfn: {line}", file=sys.stderr)
 
 

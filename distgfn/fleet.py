@@ -118,9 +118,9 @@ class Fleet:
         """The run's end: every actor drains after the call it has in flight (finishes and
         inserts every batch it began), then goes. One that Ray is restarting is not called
         again (a retry call already made is waited for): the batches its death lost are counted
-        among the actor failures. One that Ray has not placed or built yet (no node had room)
-        began nothing: it goes at once, instead of the end waiting on a call that would never
-        return. Returns how many went so."""
+        among the actor failures. One that Ray has not placed or built yet (no node had room,
+        or its constructor still runs) began nothing: it goes at once, instead of the end
+        waiting on a call that may never return. Returns how many went so."""
         self.ended = self.ended or (self.target, self.running)
         members = list(self.members.items())
         refs = [m.ready for _, m in members if m.ready is not None]
