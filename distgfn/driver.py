@@ -158,13 +158,14 @@ class ControlLoop:
         print(f"distgfn: {why}; saving a checkpoint and the model, then stopping", file=sys.stderr)
         self.roles.learner.stop.remote()
         if training is not None:
-            if self.fleet.ended is None:  # a second Ctrl-C during the normal end: not again
-                self.end_sampling()
+            self.end_sampling()
             self.finish_training_calls(training)
         self.checkpoints.save_final(self.roles)
 
     def end_sampling(self) -> None:
-        end_sampling(self.fleet, self.roles.replay, self.reporting.rows, self.step, self.cfg.ray.progress_timeout_s)
+        """Once a run: a stop (a second Ctrl-C) during the normal end does not drain again."""
+        if self.fleet.ended is None:
+            end_sampling(self.fleet, self.roles.replay, self.reporting.rows, self.step, self.cfg.ray.progress_timeout_s)
 
     def wait_for(self, training):
         """The first call to finish (an actor's or the learner's), or None when only an actor

@@ -34,6 +34,7 @@ RETRY_PAUSE_S = 0.5  # before calling an actor again that Ray is restarting
 @dataclass
 class Member:
     handle: object
+    ready: object  # ObjectRef of its first __ray_ready__ call: done once Ray placed and built it
     deaths: int = 0
     restarting: bool = False  # its last call found it dead; Ray is restarting it
     leaving: bool = False  # scaled away: its next call is a drain, then it goes
@@ -43,7 +44,6 @@ class Member:
     # look (a first call still sampling counts); else not placed or started yet, or dead.
     running: bool = False
     inserted: int = 0  # records the replay table has taken from it (under this name), at the last look
-    ready: object = None  # ObjectRef of its first __ray_ready__ call: done once Ray placed and built it
 
 
 class Fleet:
@@ -105,7 +105,7 @@ class Fleet:
             name, index = f"actor{self.next_index}", self.next_index
             self.next_index += 1
             handle = self.make_actor(name, index)
-            self.members[name] = Member(handle, ready=handle.__ray_ready__.remote())
+            self.members[name] = Member(handle, handle.__ray_ready__.remote())
             self.call(name)
         for name in staying[n:]:
             member = self.members[name]
@@ -122,20 +122,15 @@ class Fleet:
         or its constructor still runs) began nothing: it goes at once, instead of the end
         waiting on a call that may never return. Returns how many went so."""
         self.ended = self.ended or (self.target, self.running)
-        members = list(self.members.items())
-        refs = [m.ready for _, m in members if m.ready is not None]
+        refs = [m.ready for m in self.members.values()]
         built = set(ray.wait(refs, num_returns=len(refs), timeout=0)[0]) if refs else set()
-        unbuilt = [name for name, m in members if m.ready is not None and m.ready not in built]
+        unbuilt = [name for name, m in self.members.items() if m.ready not in built]
         for name in unbuilt:
-            self.drop(name)
+            self.calls = {ref: owner for ref, owner in self.calls.items() if owner != name}
+            self.remove(name, None)
         for member in self.members.values():
             member.leaving, member.retry_at = True, None
         return len(unbuilt)
-
-    def drop(self, name: str) -> None:
-        """Kills an actor and forgets it and its call in flight."""
-        ray.kill(self.members.pop(name).handle)
-        self.calls = {ref: owner for ref, owner in self.calls.items() if owner != name}
 
     def call(self, name: str) -> None:
         m = self.members[name]
@@ -193,8 +188,8 @@ class Fleet:
         return max(min(due) - time.monotonic(), 0.0) if due else None
 
     def remove(self, name: str, totals: dict | None) -> None:
-        """Kills a leaving actor whose drain returned (saying what it contributed), or one dead
-        for good."""
+        """Kills a leaving actor whose drain returned (saying what it contributed), one dead
+        for good, or one not built by the run's end."""
         member = self.members.pop(name)
         if totals:
             self.departed[name] = totals
