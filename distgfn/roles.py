@@ -53,7 +53,6 @@ class Roles:
     # Each asked for its Ray actor id when it was made (not waited on: start-up goes on); a
     # RayActorError about a role carries that id.
     id_refs: list
-    started: bool = False  # the learner and the replay table run (wait_started returned)
 
     def role_of(self, error: ray.exceptions.RayActorError) -> str:
         """Which role a RayActorError is about, by the actor id it carries."""
@@ -74,7 +73,12 @@ class Roles:
                 need += f" and the resource {cfg.ray.learner_resource!r} (ray.learner_resource)"
             raise TimeoutError(f"the learner and the replay table did not start within {cfg.ray.progress_timeout_s:g} s "
                                f"(ray.progress_timeout_s): no node offered {need}") from None
-        self.started = True
+
+    @property
+    def started(self) -> bool:
+        """Whether the replay table and the learner were built (their actor ids came back)."""
+        ready, _ = ray.wait(self.id_refs, num_returns=len(self.id_refs), timeout=0)
+        return len(ready) == len(self.id_refs)
 
     def restore(self, files: dict[str, bytes]) -> tuple[int, int]:
         """Loads a checkpoint of either runtime into the replay table (with the records the
