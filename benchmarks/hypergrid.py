@@ -18,11 +18,11 @@ learner's update with the loss under torch.compile against eager on the same bat
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -30,7 +30,6 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from distgfn import serial  # noqa: E402
-from distgfn.batch import to_torch  # noqa: E402
 from distgfn.config import load_config  # noqa: E402
 from distgfn.learning import Learner  # noqa: E402
 from distgfn.metrics import read_metrics  # noqa: E402
@@ -149,32 +148,23 @@ def matmul_rate(rows: int, width: int, seconds: float = 1.0) -> float:
 
 
 def compared(learner: Learner, batches: list[dict]) -> None:
-    """The learner's update on the same batches, eager and with the loss under torch.compile
-    (dynamic shapes: rows differ from batch to batch)."""
-    options = dataclasses.asdict(learner.options)
-
-    def eager(model, batch):
-        return learner.objective.loss(model, batch, **options)
-
+    """Learner.update on the same batches, with the objective's loss eager and under
+    torch.compile (dynamic shapes: rows differ from batch to batch)."""
+    eager = learner.objective
     results = {}
-    for name, loss in (("eager", eager), ("torch.compile", torch.compile(eager, dynamic=True))):
+    for name, loss in (("eager", eager.loss), ("torch.compile", torch.compile(eager.loss, dynamic=True))):
+        learner.objective = SimpleNamespace(loss=loss)
         start = time.perf_counter()
         for batch in batches[:10]:
-            update(learner, loss, batch)
+            learner.update(batch)
         first = time.perf_counter() - start
         start = time.perf_counter()
         for batch in batches[10:]:
-            update(learner, loss, batch)
+            learner.update(batch)
         results[name] = 1000 * (time.perf_counter() - start) / (len(batches) - 10)
         print(f"  learner update, {name}: {results[name]:.3f} ms (its first 10 updates took {first:.1f} s)")
+    learner.objective = eager
     print(f"  torch.compile / eager: {results['torch.compile'] / results['eager']:.2f}x the time")
-
-
-def update(learner: Learner, loss_fn, batch) -> None:
-    loss = loss_fn(learner.model, to_torch(batch, learner.device))
-    learner.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    learner.optimizer.step()
 
 
 def main() -> None:
